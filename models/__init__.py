@@ -1,0 +1,1 @@
+"""spikec.models"""
