@@ -88,7 +88,7 @@ class LIF(SpikingModule):
         thr = f"{thr.item():.4g}" if thr.numel() == 1 else f"tensor{tuple(thr.shape)}"
         parts = [f"threshold={thr}", f"reset={self.reset_mode!r}"]
         if not isinstance(self, IF):
-            parts.insert(0, f"beta={float(self.beta):.4g}" + (" (learned)" if self.learn_beta else ""))
+            parts.insert(0, f"beta={self.beta.item():.4g}" + (" (learned)" if self.learn_beta else ""))
         if self.detach_reset:
             parts.append("detach_reset=True")
         if self.backend != "auto":
