@@ -17,7 +17,7 @@ import sys
 
 from spikec.errors import SpikecError, UsageError
 
-COMMANDS = ("train", "eval", "convert", "compress", "energy", "run")
+COMMANDS = ("train", "eval", "convert", "compress", "energy", "export", "run")
 
 
 class _Parser(argparse.ArgumentParser):
