@@ -9,12 +9,13 @@ from spikec.multistep import MultiStep
 from spikec.neurons import IF, LIF
 from spikec.record import record
 from spikec.snn import SpikingClassifier
+from spikec.training import evaluate, train
 
 __version__ = "0.1.0"
 
 __all__ = [
     "IF", "LIF", "MultiStep", "SpikingClassifier", "SpikingModule",
-    "coding", "convert", "functional", "record", "reset", "surrogate",
+    "coding", "convert", "evaluate", "functional", "record", "reset", "surrogate", "train",
 ]
 
 

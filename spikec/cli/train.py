@@ -1,0 +1,137 @@
+"""``spikec train``: train an ANN (or, with ``--snn``, a spiking network directly) and save a checkpoint."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from spikec.errors import UsageError
+
+CODINGS = ("rate", "direct")
+READOUTS = ("membrane", "count")
+
+
+def add_parser(subparsers, parents):
+    from spikec.checkpoint import ACTIVATIONS, NEURONS
+    from spikec.models import MODELS
+    from spikec.training import OPTIMIZERS
+
+    p = subparsers.add_parser(
+        "train", parents=parents, help="train a model on a dataset and save a checkpoint",
+        description="Train an ANN (default) or an SNN (--snn, surrogate-gradient BPTT) and save a checkpoint.",
+    )
+    p.add_argument("--model", default="lenet", help=f"architecture: {', '.join(MODELS)} (default lenet)")
+    p.add_argument("--dataset", default="digits", help="'digits' (embedded) or a path to IDX / CIFAR-10 / image folder / HDF5 data")
+    p.add_argument("--format", default=None, help="data format of --dataset when it is a path: idx, cifar10, folder, hdf5 (default: detect)")
+    p.add_argument("--out", required=True, help="checkpoint file to write")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--lr", type=float, default=3e-3, help="learning rate (default 3e-3)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the weights, batch order and input spikes")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's choice; 1 is fastest for small models on a busy machine)")
+    arch = p.add_argument_group("architecture options (only those the model has)")
+    arch.add_argument("--pool", choices=("avg", "max"), default=None, help="pooling kind")
+    arch.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None)
+    arch.add_argument("--depth", type=int, default=None, help="VGG 11/13/16/19, ResNet 18/34/20/32/44/56/110")
+    arch.add_argument("--width", type=float, default=None, help="channel multiplier (vgg, resnet)")
+    ann = p.add_argument_group("ANN activations")
+    ann.add_argument("--act", choices=ACTIVATIONS, default="relu", help="relu, or qcfs (quantisation-clip-floor-shift for conversion)")
+    ann.add_argument("--levels", type=int, default=8, help="QCFS quantisation levels (default 8)")
+    snn = p.add_argument_group("direct SNN training")
+    snn.add_argument("--snn", action="store_true", help="train a spiking network with surrogate gradients")
+    snn.add_argument("--coding", choices=CODINGS, default="rate", help="input coding (default rate: Bernoulli spikes)")
+    snn.add_argument("--timesteps", type=int, default=8)
+    snn.add_argument("--neuron", choices=NEURONS, default="lif")
+    snn.add_argument("--beta", type=float, default=0.9, help="LIF leak factor (default 0.9)")
+    snn.add_argument("--threshold", type=float, default=1.0)
+    snn.add_argument("--surrogate", default="arctan", help="arctan, fast_sigmoid, triangle, straight_through")
+    snn.add_argument("--readout", choices=READOUTS, default="membrane", help="membrane (non-spiking output layer) or count")
+    return p
+
+
+def run(args) -> dict:
+    import torch
+
+    from spikec.checkpoint import save_checkpoint
+    from spikec.data import load_dataset
+    from spikec.training import train
+
+    _check_args(args)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    train_data, test_data, info = load_dataset(args.dataset, format=args.format)
+    cfg = _arch_options(args)
+    torch.manual_seed(args.seed)
+    model, ckpt_of = _build(args, info, cfg)
+    start = time.perf_counter()
+    history = train(
+        model, train_data, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, optimizer=args.optimizer,
+        weight_decay=args.weight_decay, test_data=test_data, seed=args.seed, progress=sys.stderr.isatty(),
+        device=args.device,
+    )
+    seconds = time.perf_counter() - start
+    last = history[-1]
+    metrics = {"test_accuracy": last.test_accuracy, "train_accuracy": last.train_accuracy, "loss": last.loss,
+               "epochs": args.epochs, "seconds": seconds}
+    ckpt = ckpt_of(model.cpu(), dataset=info.to_dict(), metrics=metrics, seed=args.seed)
+    save_checkpoint(args.out, ckpt)
+    kind = ckpt["kind"]
+    print(f"{kind} {args.model} on {info.name}: test accuracy {last.test_accuracy:.2%} "
+          f"(train {last.train_accuracy:.2%}, loss {last.loss:.4f}) after {args.epochs} epochs in {seconds:.1f} s")
+    print(f"saved {args.out}")
+    return {"test_accuracy": last.test_accuracy, "checkpoint": args.out, "epochs": args.epochs, "seconds": seconds,
+            "train_accuracy": last.train_accuracy, "loss": last.loss, "kind": kind, "model": args.model,
+            "dataset": info.name}
+
+
+def _check_args(args) -> None:
+    from spikec.models import MODELS
+
+    if args.model not in MODELS:
+        raise UsageError(f"unknown model {args.model!r}; choose from {', '.join(MODELS)}")
+    for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--timesteps", args.timesteps),
+                        ("--levels", args.levels), ("--threads", 1 if args.threads is None else args.threads)):
+        if value < 1:
+            raise UsageError(f"{flag} must be >= 1, got {value}")
+    if not args.lr > 0:
+        raise UsageError(f"--lr must be positive, got {args.lr}")
+    if args.snn and args.act != "relu":
+        raise UsageError("--act applies to ANNs; an --snn uses --neuron")
+    if not 0 < args.beta <= 1:
+        raise UsageError(f"--beta must lie in (0, 1], got {args.beta}")
+
+
+def _arch_options(args) -> dict:
+    from spikec.models import model_options
+
+    given = {"pool": args.pool, "batch_norm": args.batch_norm, "depth": args.depth, "width": args.width}
+    cfg = {k: v for k, v in given.items() if v is not None}
+    accepted = model_options(args.model)
+    for key in cfg:
+        if key not in accepted:
+            raise UsageError(f"--{key.replace('_', '-')} does not apply to model {args.model!r}")
+    return cfg
+
+
+def _build(args, info, cfg):
+    """The model to train and a function making its checkpoint dict."""
+    from spikec.checkpoint import NeuronConfig, SNNSpec, ann_checkpoint, build_ann
+    from spikec.errors import SpikecError
+
+    arch_config = {"input_shape": list(info.input_shape), "num_classes": info.num_classes, **cfg}
+    try:
+        if args.snn:
+            neuron = NeuronConfig(kind=args.neuron, beta=args.beta if args.neuron == "lif" else 1.0,
+                                  threshold=args.threshold, surrogate=args.surrogate)
+            spec = SNNSpec(args.model, arch_config, neuron, args.timesteps, args.coding, args.readout)
+            return spec.build(), spec.checkpoint
+        act = {"name": "relu"} if args.act == "relu" else {"name": "qcfs", "levels": args.levels}
+        return build_ann(args.model, arch_config, act), lambda model, **extra: ann_checkpoint(model, act, **extra)
+    except SpikecError as exc:
+        raise UsageError(str(exc)) from exc
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"cannot build {args.model} for {info.name} {tuple(info.input_shape)}: {exc}") from exc
