@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm import tqdm
 
+from spikec import distributed
 from spikec.errors import SpikecError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -61,6 +62,10 @@ def train(
     ``(scores [B, C], labels [B])`` to a scalar (default cross-entropy). ``optimizer``: "adam",
     "adamw" or "sgd" (momentum 0.9); ``schedule``: "cosine" annealing to zero over the epochs, or
     "constant".
+
+    Under ``torchrun`` (a process group from :func:`spikec.distributed.init_from_env`) the model is
+    wrapped in DistributedDataParallel and each rank trains on its slice of every global batch of
+    ``batch_size`` samples; the result equals a single-process run with the same seed.
     """
     _check_positive(epochs=epochs, lr=lr, batch_size=batch_size)
     if schedule not in SCHEDULES:
@@ -68,6 +73,10 @@ def train(
     loss_fn = loss if loss is not None else F.cross_entropy
     device = torch.device(device)
     model.to(device)
+    rank, world = distributed.rank_and_size()
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     opt = make_optimizer(model, optimizer, lr, weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs) if schedule == "cosine" else None
     history: list[EpochResult] = []
@@ -75,21 +84,28 @@ def train(
     with torch.random.fork_rng(devices=fork_devices, device_type=device.type):
         torch.manual_seed(seed)
         order = torch.Generator().manual_seed(seed)
-        bar = tqdm(range(1, int(epochs) + 1), desc="train", unit="epoch", disable=not progress)
+        bar = tqdm(range(1, int(epochs) + 1), desc="train", unit="epoch", disable=not progress or rank != 0)
         for epoch in bar:
             start = time.perf_counter()
             model.train()
             total_loss, correct, seen = 0.0, 0, 0
             for x, y in batches(train_data, batch_size, shuffle=True, generator=order):
+                n_global = len(y)
+                if world > 1:
+                    part = distributed.shard(n_global, rank, world)
+                    x, y = x[part], y[part]
                 x, y = x.to(device), y.to(device)
-                scores = model(x)
-                batch_loss = loss_fn(scores, y)
+                scores = net(x)
+                # a mean over the local slice, rescaled so DDP's average over ranks is the global mean
+                batch_loss = loss_fn(scores, y) * (len(y) * world / n_global) if len(y) else scores.sum() * 0
                 opt.zero_grad(set_to_none=True)
                 batch_loss.backward()
                 opt.step()
-                total_loss += float(batch_loss.detach()) * len(y)
+                total_loss += float(batch_loss.detach()) * n_global / world
                 correct += int((scores.detach().argmax(1) == y).sum())
                 seen += len(y)
+            total_loss, correct, seen = distributed.all_sum(total_loss, correct, seen)
+            correct, seen = int(correct), int(seen)
             if seen == 0:
                 raise SpikecError("training data is empty")
             mean_loss = total_loss / seen

@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"spikec {args.command}: interrupted\n")
         return 130
-    if args.json:
-        sys.stdout.write(json.dumps(result if result is not None else {}, default=_jsonable) + "\n")
+    if args.json and result is not None:  # None: a process with nothing to report (a non-zero torchrun rank)
+        sys.stdout.write(json.dumps(result, default=_jsonable) + "\n")
     return 0
 
 

@@ -56,11 +56,13 @@ def add_parser(subparsers, parents):
 def run(args) -> dict:
     import torch
 
+    from spikec import distributed
     from spikec.checkpoint import save_checkpoint
     from spikec.data import load_dataset
     from spikec.training import train
 
     _check_args(args)
+    distributed.init_from_env(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     train_data, test_data, info = load_dataset(args.dataset, format=args.format)
@@ -78,8 +80,10 @@ def run(args) -> dict:
     metrics = {"test_accuracy": last.test_accuracy, "train_accuracy": last.train_accuracy, "loss": last.loss,
                "epochs": args.epochs, "seconds": seconds}
     ckpt = ckpt_of(model.cpu(), dataset=info.to_dict(), metrics=metrics, seed=args.seed)
-    save_checkpoint(args.out, ckpt)
     kind = ckpt["kind"]
+    if not distributed.is_main():  # rank 0 alone writes and reports
+        return None
+    save_checkpoint(args.out, ckpt)
     print(f"{kind} {args.model} on {info.name}: test accuracy {last.test_accuracy:.2%} "
           f"(train {last.train_accuracy:.2%}, loss {last.loss:.4f}) after {args.epochs} epochs in {seconds:.1f} s")
     print(f"saved {args.out}")
