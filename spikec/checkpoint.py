@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import importlib
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
 from spikec.errors import SpikecError
+from spikec.io.atomic import atomic_path
+from spikec.io.snn_file import is_snn_file, read_snn_file, write_snn_file
 
 KINDS = ("ann", "snn", "rate_snn", "ttfs_snn")
 ACTIVATIONS = ("relu", "qcfs")
@@ -36,23 +37,21 @@ _CONVERTED = {
 
 
 def save_checkpoint(path: str | os.PathLike, ckpt: dict) -> str:
-    """Write ``ckpt`` to ``path`` atomically (temporary file in the same folder, then rename); returns the path."""
+    """Write ``ckpt`` to ``path`` atomically; returns the path.
+
+    A ``.h5`` / ``.hdf5`` path gets the native HDF5 SNN file (:mod:`spikec.io.snn_file`), any other a
+    torch file. Both load with :func:`load_checkpoint`.
+    """
     if not isinstance(ckpt, dict) or ckpt.get("kind") not in KINDS:
         raise ValueError(f"a checkpoint is a dict with 'kind' in {KINDS}")
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    if path.lower().endswith((".h5", ".hdf5")):
+        return write_snn_file(path, ckpt)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
             torch.save(ckpt, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 
@@ -61,11 +60,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise SpikecError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds for corrupt or foreign files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SpikecError(f"cannot read checkpoint {path}: {first}") from exc
+    if is_snn_file(path):
+        ckpt = read_snn_file(path)
+    else:
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many kinds for corrupt or foreign files
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SpikecError(f"cannot read checkpoint {path}: {first}") from exc
     if not isinstance(ckpt, dict) or "kind" not in ckpt:
         raise SpikecError(f"{path} is not a spikec checkpoint (no 'kind' entry)")
     if ckpt["kind"] not in KINDS:
