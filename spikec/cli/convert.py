@@ -1,0 +1,167 @@
+"""``spikec convert ANN_FILE``: convert a trained ANN checkpoint into a spiking network.
+
+``--coding rate`` (default) converts to IF neurons with calibrated thresholds and reports the
+SNN's accuracy and spikes per neuron per inference at each ``--timesteps`` value; ``--out`` saves
+the network (at the largest T) as a ``rate_snn`` checkpoint that ``spikec eval`` reads.
+``--coding ttfs`` hands over to :mod:`spikec.cli.convert_ttfs`.
+"""
+from __future__ import annotations
+
+import importlib
+
+from spikec.errors import SpikecError, UsageError
+
+CODINGS = ("rate", "ttfs")
+
+
+def add_parser(subparsers, parents):
+    p = subparsers.add_parser(
+        "convert",
+        parents=parents,
+        help="convert a trained ANN checkpoint into a spiking network (rate or TTFS coding)",
+        description="Convert a trained ANN checkpoint into a spiking network and report its accuracy.",
+    )
+    p.add_argument("ann_file", metavar="ANN_FILE", help="ANN checkpoint written by 'spikec train'")
+    p.add_argument("--coding", choices=CODINGS, default="rate", help="spike coding (default rate)")
+    p.add_argument("--dataset", default=None,
+                   help="dataset name or path for calibration and evaluation (default: the ANN's, else digits)")
+    p.add_argument("--calib", type=int, default=512, metavar="N",
+                   help="training samples used to calibrate thresholds (default 512)")
+    p.add_argument("--out", default=None, metavar="SNN_FILE", help="write the converted network here")
+    rate = p.add_argument_group("rate coding")
+    rate.add_argument("--timesteps", default="32", metavar="T[,T...]",
+                      help="time steps to evaluate, comma-separated (default 32); the saved network uses the largest")
+    rate.add_argument("--norm", default="percentile:99.9",
+                      help="threshold normalisation: percentile[:p], max or channel[:p] (default percentile:99.9)")
+    rate.add_argument("--maxpool", choices=("count", "gate"), default="count",
+                      help="spike max-pool rule (default count)")
+    rate.add_argument("--finetune-timesteps", type=int, default=None, metavar="T",
+                      help="T used while fine-tuning (default: the smallest --timesteps value)")
+    p.add_argument("--finetune-epochs", type=int, default=0, metavar="N",
+                   help="fine-tuning epochs of the converted network (default 0)")
+    p.add_argument("--finetune-lr", type=float, default=1e-3, help="fine-tuning learning rate (default 1e-3)")
+    p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (default 256)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of fine-tuning (default 0)")
+    ttfs = _ttfs_module()
+    if ttfs is not None:
+        ttfs.add_arguments(p.add_argument_group("TTFS coding"))
+    return p
+
+
+def _ttfs_module():
+    try:
+        return importlib.import_module("spikec.cli.convert_ttfs")
+    except ModuleNotFoundError as exc:
+        if exc.name != "spikec.cli.convert_ttfs":
+            raise
+        return None
+
+
+def parse_timesteps(text: str) -> list[int]:
+    """``"4,8,16"`` -> ``[4, 8, 16]``; a UsageError naming ``--timesteps`` otherwise."""
+    try:
+        steps = [int(part) for part in str(text).split(",") if part.strip()]
+    except ValueError:
+        steps = []
+    if not steps or min(steps) < 1:
+        raise UsageError(f"--timesteps {text!r}: expected positive integers like 4,8,16,32")
+    return sorted(set(steps))
+
+
+def run(args) -> dict:
+    from spikec.checkpoint import load_model
+
+    if args.calib < 1:
+        raise UsageError(f"--calib must be >= 1, got {args.calib}")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.coding == "ttfs":
+        ttfs = _ttfs_module()
+        if ttfs is None:
+            raise UsageError("TTFS conversion is not available yet")
+    else:
+        steps = parse_timesteps(args.timesteps)
+        if args.finetune_epochs < 0:
+            raise UsageError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
+    ann, ckpt = load_model(args.ann_file)
+    if ckpt["kind"] != "ann":
+        raise UsageError(f"{args.ann_file} is a {ckpt['kind']} checkpoint; spikec convert needs an ANN (kind 'ann')")
+    train_data, test_data = _load_data(args, ckpt)
+    if args.coding == "ttfs":
+        return ttfs.run(args, ann, ckpt, train_data, test_data)
+    return _run_rate(args, steps, ann, ckpt, train_data, test_data)
+
+
+def _load_data(args, ckpt):
+    from spikec.data import load_dataset
+
+    recorded = ckpt.get("dataset") or {}
+    if args.dataset:
+        name, fmt = args.dataset, None
+    elif recorded.get("format") not in (None, "digits"):
+        name, fmt = recorded.get("source"), recorded.get("format")
+    else:
+        name, fmt = "digits", None
+    train_data, test_data, info = load_dataset(name, format=fmt)
+    expected = tuple(ckpt["arch_config"].get("input_shape", info.input_shape))
+    if tuple(info.input_shape) != expected:
+        raise SpikecError(f"dataset {name} has inputs of shape {tuple(info.input_shape)}, but {args.ann_file} "
+                          f"expects {expected}")
+    return train_data, test_data
+
+
+def _run_rate(args, steps, ann, ckpt, train_data, test_data) -> dict:
+    from spikec.checkpoint import save_checkpoint
+    from spikec.conversion.rate import convert_rate, rate_snn_checkpoint
+    from spikec.training import evaluate
+
+    ann_acc = evaluate(ann, test_data, batch_size=args.batch_size)
+    print(f"ANN accuracy: {100 * ann_acc:.2f}% ({ckpt['arch']}, {len(test_data)} test samples)")
+    calib = train_data.tensors[0][: args.calib]
+    snn = convert_rate(ann, calib, timesteps=max(steps), norm=args.norm, maxpool=args.maxpool)
+    conv = snn.conversion
+    print(f"converted in {conv['seconds']:.3f} s (calibration {conv['calibration_seconds']:.3f} s on "
+          f"{len(calib)} samples, norm {conv['norm']}, {len(conv['neuron_layers'])} neuron layers)")
+    result = {"ann_accuracy": ann_acc, "seconds": conv["seconds"], "calibration_seconds": conv["calibration_seconds"],
+              "norm": conv["norm"], "calib_samples": len(calib)}
+    accuracy, spikes = _evaluate_steps(snn, steps, test_data, args.batch_size)
+    if args.finetune_epochs > 0:
+        result["converted_accuracy"], result["converted_spikes_per_neuron"] = accuracy, spikes
+        accuracy, spikes = _finetune(args, snn, steps, train_data, test_data)
+    result["snn_accuracy"], result["spikes_per_neuron"] = accuracy, spikes
+    snn.timesteps = max(steps)
+    result["checkpoint"] = None
+    if args.out:
+        metrics = {"ann_accuracy": ann_acc, "snn_accuracy": accuracy[max(steps)], "timesteps": max(steps)}
+        result["checkpoint"] = save_checkpoint(args.out, rate_snn_checkpoint(snn, ckpt, metrics=metrics))
+        print(f"saved {result['checkpoint']} (T={max(steps)})")
+    return result
+
+
+def _evaluate_steps(snn, steps, test_data, batch_size) -> tuple[dict, dict]:
+    import spikec
+    from spikec.training import evaluate
+
+    accuracy, spikes = {}, {}
+    print(f"{'T':>5}  {'SNN acc':>8}  {'spikes/neuron':>13}")
+    for T in steps:
+        snn.timesteps = T
+        with spikec.record(snn, first_spike_times=False) as rec:
+            accuracy[T] = evaluate(snn, test_data, batch_size=batch_size)
+        spikes[T] = rec.spikes_per_neuron
+        print(f"{T:>5}  {100 * accuracy[T]:>7.2f}%  {spikes[T]:>13.3f}")
+    return accuracy, spikes
+
+
+def _finetune(args, snn, steps, train_data, test_data):
+    from spikec.conversion.finetune import finetune
+
+    T = args.finetune_timesteps if args.finetune_timesteps is not None else min(steps)
+    if T < 1:
+        raise UsageError(f"--finetune-timesteps must be >= 1, got {T}")
+    print(f"fine-tuning {args.finetune_epochs} epoch(s) at T={T}, lr {args.finetune_lr:g}")
+    finetune(snn, train_data, epochs=args.finetune_epochs, lr=args.finetune_lr, timesteps=T, seed=args.seed,
+             progress=not args.json)
+    print("after fine-tuning:")
+    return _evaluate_steps(snn, steps, test_data, args.batch_size)
+

@@ -1,0 +1,67 @@
+"""QCFS: quantisation levels, trainable threshold, and exact conversion at T = L."""
+import pytest
+import torch
+from torch import nn
+
+import spikec
+from spikec.conversion.qcfs import QCFS, qcfs
+from spikec.conversion.rate import convert_rate
+
+
+@pytest.mark.parametrize("levels", [1, 2, 4, 8])
+def test_output_takes_exactly_the_l_plus_one_levels(levels):
+    q = QCFS(levels=levels, threshold=2.0)
+    x = torch.linspace(-1.0, 3.0, 4001)
+    y = q(x).detach()
+    expected = torch.arange(levels + 1) * 2.0 / levels
+    torch.testing.assert_close(torch.unique(y), expected)
+
+
+def test_hand_computed_values_with_the_half_step_shift():
+    # lambda = 4, L = 4: steps of 1, rounding at the half step (floor(x + 1/2)), clipped to [0, 4]
+    q = QCFS(levels=4, threshold=4.0)
+    x = torch.tensor([-3.0, 0.0, 0.49, 0.5, 1.49, 1.5, 2.7, 3.5, 9.0])
+    torch.testing.assert_close(q(x).detach(), torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 2.0, 3.0, 4.0, 4.0]))
+
+
+def test_threshold_is_trained_and_the_floor_passes_gradients_straight_through():
+    q = QCFS(levels=4, threshold=4.0)
+    assert isinstance(q.threshold, nn.Parameter)
+    x = torch.tensor([0.3, 1.2, 2.6, 7.0], requires_grad=True)
+    q(x).sum().backward()
+    # inside (0, lambda) the input gradient is 1, above the clip it is 0
+    torch.testing.assert_close(x.grad, torch.tensor([1.0, 1.0, 1.0, 0.0]))
+    # d/d lambda of lambda/L * (floor(xL/lambda + 1/2) with straight-through floor):
+    # in range: (floor(xL/lambda + 1/2) - xL/lambda)/L; clipped above: 1
+    xs = torch.tensor([0.3, 1.2, 2.6])
+    inside = ((torch.floor(xs + 0.5) - xs) / 4).sum() + 1.0
+    torch.testing.assert_close(q.threshold.grad, inside)
+
+
+def test_fixed_threshold_and_bad_arguments():
+    assert not isinstance(QCFS(4, 2.0, learn_threshold=False).threshold, nn.Parameter)
+    with pytest.raises(ValueError):
+        QCFS(levels=0)
+    with pytest.raises(ValueError):
+        QCFS(levels=4, threshold=0.0)
+
+
+def test_functional_form_matches_the_module():
+    x = torch.randn(100) * 3
+    torch.testing.assert_close(qcfs(x, torch.tensor(2.5), 8), QCFS(8, 2.5)(x).detach())
+
+
+@pytest.mark.parametrize("levels", [2, 4, 8])
+def test_one_hidden_layer_converts_exactly_at_t_equal_l(levels):
+    """With a constant input current, an IF neuron (threshold lambda, v0 = lambda/2, soft reset) fires
+    clamp(floor(T x / lambda + 1/2), 0, T) times in T steps: QCFS with L = T."""
+    torch.manual_seed(0)
+    ann = nn.Sequential(nn.Linear(6, 16), QCFS(levels, threshold=1.5), nn.Linear(16, 3)).eval()
+    x = torch.randn(32, 6)
+    snn = convert_rate(ann, x, timesteps=levels, norm="max")
+    with torch.no_grad():
+        torch.testing.assert_close(snn(x), ann(x), rtol=1e-5, atol=1e-5)
+    neuron = next(m for m in snn.modules() if isinstance(m, spikec.IF))
+    assert float(neuron.threshold) == pytest.approx(1.5)  # the trained threshold, not a calibrated one
+    assert float(neuron.v_init) == pytest.approx(0.75)
+    assert snn.conversion["qcfs_levels"] == {"1": levels}
