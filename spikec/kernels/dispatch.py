@@ -29,8 +29,8 @@ class BackendUnavailableError(SpikecError):
 def _triton_import_error() -> str:
     try:
         import triton  # noqa: F401
-    except ImportError as err:  # any broken install counts as absent
-        return f"triton is not importable ({err})"
+    except Exception as err:  # noqa: BLE001  (a broken install counts as absent, whatever it raises)
+        return f"triton is not importable ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
     return ""
 
 
@@ -55,6 +55,9 @@ def _unavailable_reason(backend: str, device_type: str) -> str:
         interpreted = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
         if device_type != "cuda" and not (interpreted and device_type == "cpu"):
             return f"the triton backend needs CUDA tensors (or TRITON_INTERPRET=1 on CPU), got {device_type}"
+        if device_type == "cuda" and not interpreted and torch.cuda.get_device_capability() < (7, 5):
+            return f"the triton backend needs a GPU of compute capability 7.5 or newer, this one is " \
+                   f"{torch.cuda.get_device_capability()}"
         return _triton_import_error()
     return f"unknown backend {backend!r}"
 

@@ -1,0 +1,173 @@
+"""The full energy study behind ``spikec energy``: main run, ablations, TTA curve, variation, baselines.
+
+:func:`energy_study` wires the stages (map, simulate, account) and returns the JSON-ready report
+plus the arrays ``events.h5`` stores; :mod:`spikec.hardware.report` writes the files.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+import spikec
+from spikec.hardware.baselines import digital_energy, rate_snn_energy, reram_adc_energy, value_network
+from spikec.hardware.config import HardwareConfig
+from spikec.hardware.evaluate import EnergyResult, PEModel
+from spikec.hardware.timing import RunOptions
+
+DEFAULT_SIGMAS = (0.0, 0.1, 0.2, 0.3)
+DEFAULT_COMPENSATIONS = ("none", "mfta", "ideal")
+DEFAULT_TTA_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+RATE_TIMESTEPS = (8, 16, 32, 64, 128, 256)
+COMPONENT_KEYS = ("total", "crossbar", "neuron", "driver", "buffer", "static")
+
+
+@dataclass
+class Study:
+    report: dict
+    events: dict = field(default_factory=dict)  # arrays for events.h5
+
+
+def _energy_entry(r: EnergyResult) -> dict:
+    return {"energy_per_inference_j": {k: r.energy[k] for k in COMPONENT_KEYS}, "latency_s": r.latency_s,
+            "accuracy": r.accuracy, "spikes_per_inference": r.spikes}
+
+
+def has_variation(config: HardwareConfig) -> bool:
+    return config.sigma > 0 or config.sigma_chip > 0 or config.stuck_on_rate > 0 or config.stuck_off_rate > 0
+
+
+def software_reference(snn, x: torch.Tensor, y: torch.Tensor, bits: int) -> dict:
+    """Accuracy and spikes (via ``spikec.record``) of the SNN itself, simulated at ``bits``-bit windows."""
+    net = copy.deepcopy(snn).set_simulation("analytic", bits)
+    dtype = next(net.parameters()).dtype
+    with torch.no_grad(), spikec.record(net, first_spike_times=False) as rec:
+        scores = net(x.to(dtype))
+    return {"accuracy": float((scores.argmax(1) == y).float().mean()),
+            "spikes_per_inference": rec.spikes_per_inference,
+            "layers": {n.removeprefix("ops."): r.spikes_per_inference for n, r in rec.layers.items()}}
+
+
+def rate_snn_for(snn, calib_x: torch.Tensor, timesteps: int):
+    """A rate SNN converted (``spikec.convert``) from the ReLU network the TTFS SNN computes."""
+    ann = value_network(snn)
+    return spikec.convert(ann, calib_x, coding="rate", timesteps=int(timesteps))
+
+
+def energy_study(
+    snn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    calib_x: torch.Tensor,
+    config: HardwareConfig,
+    *,
+    chips: int = 10,
+    sigmas=DEFAULT_SIGMAS,
+    compensations=DEFAULT_COMPENSATIONS,
+    tta_fractions=DEFAULT_TTA_FRACTIONS,
+    rate_snn=None,
+    rate_timesteps: int | None = None,
+    iso_accuracy: bool = True,
+    progress: bool = True,
+) -> Study:
+    """Everything ``report.json`` holds, for the TTFS ``snn`` on test data ``(x, y)``.
+
+    ``calib_x``: training inputs for MFTA calibration reads (first ``config.calib_samples``) and for
+    converting the rate baseline. ``rate_snn``: a rate SNN to use as the baseline (default:
+    converted from the same network at ``rate_timesteps``, default ``2**window_bits`` steps).
+    ``iso_accuracy`` also finds the fewest steps (of :data:`RATE_TIMESTEPS`) at which the rate SNN
+    is within 1 point of the PE's accuracy, and reports that baseline too.
+    """
+    t0 = time.perf_counter()
+    model = PEModel.from_snn(snn, config)
+    options = RunOptions.from_config(config)
+    calib = model.calibrate(calib_x[: config.calib_samples])
+    software = software_reference(snn, x, y, config.window_bits)
+
+    varied = has_variation(config)
+    main_chips = model.chips(chips) if varied else model.nominal()
+    thr = model.thresholds(main_chips, calib, config.compensation) if varied else None
+    main = model.evaluate(main_chips, x, y, options, thr)
+    no_pg = model.evaluate(main_chips, x, y, options.replace(power_gating=False), thr)
+    no_tta = model.evaluate(main_chips, x, y, options.replace(tta=False), thr)
+    tta = model.tta_curve(x, y, tta_fractions, options, progress)
+    variation = model.variation_sweep(x, y, calib, sigmas, compensations, chips, options, progress)
+
+    T = int(rate_timesteps or config.window_steps)
+    rate_net = rate_snn if rate_snn is not None else rate_snn_for(snn, calib_x, T)
+    baselines = {"rate_snn_crossbar": rate_snn_energy(model, rate_net, x, y)}
+    if iso_accuracy and rate_snn is None:
+        baselines["rate_snn_crossbar_iso_accuracy"] = _iso_accuracy_rate(model, snn, calib_x, x, y, main.accuracy)
+    baselines["ann_digital_fp32"] = digital_energy(model, "fp32")
+    baselines["ann_digital_int8"] = digital_energy(model, "int8")
+    baselines["ann_reram_adc"] = reram_adc_energy(model, x)
+    total = main.energy["total"]
+    for b in baselines.values():
+        other = b["energy_per_inference_j"]["total"]
+        b["pe_saving"] = 1.0 - total / other if other > 0 else None
+
+    layers = []
+    for name, entry in main.layers.items():
+        entry = dict(entry)
+        entry["name"] = name
+        entry["energy_per_inference_j"] = {k: entry["energy_per_inference_j"][k] for k in COMPONENT_KEYS} | {
+            "neuron_parts": {k: entry["energy_per_inference_j"][k] for k in ("opamp", "comparator", "spike", "wakeup")}}
+        entry["snn_spikes_per_inference"] = software["layers"].get(name)
+        layers.append(entry)
+
+    report = {
+        "accuracy": main.accuracy,
+        "energy_per_inference_j": {k: main.energy[k] for k in COMPONENT_KEYS},
+        "latency_s": main.latency_s,
+        "spikes_per_inference": main.spikes,
+        "layers": layers,
+        "ablations": {"no_power_gating": _energy_entry(no_pg), "no_tta": _energy_entry(no_tta)},
+        "baselines": baselines,
+        "tta": tta,
+        "variation": variation,
+        "config": config.to_dict(),
+        "snn": {"accuracy": software["accuracy"], "spikes_per_inference": software["spikes_per_inference"],
+                "window_bits": config.window_bits},
+        "chips": main.chips,
+        "samples": int(x.shape[0]),
+        "seconds": time.perf_counter() - t0,
+    }
+    events = {
+        "histograms": main.histograms,
+        "per_sample": main.per_sample,
+        "window_steps": config.window_steps,
+    }
+    return Study(report, events)
+
+
+def _iso_accuracy_rate(model: PEModel, snn, calib_x, x, y, target: float) -> dict:
+    """The rate baseline at the fewest steps reaching ``target - 0.01`` accuracy (the largest tried otherwise)."""
+    ann = value_network(snn)
+    best = None
+    for T in RATE_TIMESTEPS:
+        net = spikec.convert(ann, calib_x, coding="rate", timesteps=T)
+        entry = rate_snn_energy(model, net, x, y)
+        best = entry
+        if entry["accuracy"] >= target - 0.01:
+            break
+    best["target_accuracy"] = target - 0.01
+    return best
+
+
+def summary(report: dict, out_dir: str | None = None) -> dict:
+    """The few numbers ``spikec energy`` prints (and returns for ``--json``)."""
+    rate = report["baselines"]["rate_snn_crossbar"]
+    out = {
+        "accuracy": report["accuracy"],
+        "energy_per_inference_j": report["energy_per_inference_j"]["total"],
+        "latency_s": report["latency_s"],
+        "spikes_per_inference": report["spikes_per_inference"],
+        "saving_vs_rate_snn": rate.get("pe_saving"),
+        "rate_snn_timesteps": rate.get("timesteps"),
+        "chips": report["chips"],
+    }
+    if out_dir is not None:
+        out["out"] = str(out_dir)
+    return out

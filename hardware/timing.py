@@ -1,0 +1,177 @@
+"""Spike times on the chip: one layer run step by step in hardware terms, with TTA, on many chips at once.
+
+A layer's run covers its source window (steps ``0 .. S-1``, ``S = 2^b``) and its own window
+(``S .. 2S-1``). Input rows integrate the charge ``c' = sum_i w'_i (S - m_i)/S + b'`` with the
+chip's realised weights ``w'``; then the ramp rows add ``r'/S`` per step and the neuron fires at
+the first step of its window where the membrane reaches its threshold. That firing rule is the
+TTFS neuron's own (:func:`spikec.conversion.ttfs_neuron.fire_stepped`), called with the charge
+and threshold divided by the chip's ramp slope ``r'`` (``r' = 1`` on an ideal chip).
+
+Without TTA every run lasts its whole window (the readout: two windows, since class scores may
+be negative). With TTA, a hidden layer's position run stops at the end of the step in which
+``ceil(f * K)`` of its ``K`` neurons have fired (``f = tta_fraction``), or ``tta_time`` steps
+after its window opened, whichever is first, else when its window closes; neurons that have not
+fired by then stay silent. The readout stops at its first spike with ``tta_output_first`` (else
+once all its neurons fired). The class is the earliest output neuron; ties go to the lowest
+index, as a priority encoder would.
+
+Times are float tensors of steps with ``inf`` for "no spike".
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+
+from spikec.conversion.ttfs_neuron import fire_stepped
+from spikec.hardware.config import HardwareConfig
+from spikec.hardware.crossbar import ChipLayer
+from spikec.hardware.energy import layer_energy
+from spikec.hardware.extract import fold_outputs, unroll_inputs
+
+INF = float("inf")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What varies between the main run and its ablations."""
+
+    power_gating: bool = True
+    tta: bool = True
+    tta_fraction: float = 1.0
+    tta_time: int | None = None
+    tta_output_first: bool = True
+
+    @staticmethod
+    def from_config(config: HardwareConfig) -> "RunOptions":
+        return RunOptions(config.power_gating, config.tta, config.tta_fraction, config.tta_time, config.tta_output_first)
+
+    def replace(self, **changes) -> "RunOptions":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class LayerRun:
+    """One layer on ``C`` chips for ``B`` inputs."""
+
+    steps: torch.Tensor  # [C, B, *out_shape] firing step inside the layer's window, inf = silent
+    stop: torch.Tensor  # [C, B, P] steps the window ran before the run stopped
+    energy: dict | None  # component -> [C, B]
+    values: torch.Tensor | None = None  # [C, B, P, N] unrolled input values (kept for calibration)
+    charge: torch.Tensor | None = None  # [C, B, P, K]
+
+
+def per_position(t: torch.Tensor, positions: int) -> torch.Tensor:
+    """``[C, copies, ...]`` per-copy quantities as ``[C, P or 1, ...]`` (position ``p`` on copy ``p % copies``)."""
+    copies = t.shape[1]
+    if copies == 1:
+        return t
+    return t[:, torch.arange(positions) % copies]
+
+
+def chip_charge(chip: ChipLayer, values: torch.Tensor) -> torch.Tensor:
+    """``[C, B, P, K]`` charge the chip integrates from unrolled input values ``[C, B, P, N]``."""
+    P = values.shape[2]
+    w = per_position(chip.weight, P)  # [C, P|1, N, K]
+    b = per_position(chip.bias, P)  # [C, P|1, K]
+    if w.shape[1] == 1:
+        q = torch.einsum("cbpn,cnk->cbpk", values, w[:, 0])
+    else:
+        q = torch.einsum("cbpn,cpnk->cbpk", values, w)
+    return q + b.unsqueeze(1)
+
+
+def fire_steps(charge: torch.Tensor, ramp: torch.Tensor, threshold: torch.Tensor, steps: int, windows: int = 1) -> torch.Tensor:
+    """Firing step (``0 .. windows*steps - 1``, ``inf`` if none) of neurons ramping with slope ``ramp``.
+
+    Uses the TTFS neuron's stepped rule on ``charge / ramp`` and ``threshold / ramp``; a pair whose
+    ramp is not positive (dead ramp cells) fires at step 0 if its charge reaches the threshold, else never.
+    """
+    good = ramp > 0
+    r = torch.where(good, ramp, torch.ones_like(ramp))
+    c = charge / r
+    theta = threshold / r
+    out = torch.full_like(charge, INF)
+    for w in range(windows):
+        tau = fire_stepped(c + w, steps, theta, 1.0).detach()
+        m = torch.round(tau * steps)
+        hit = (tau < 1.0) & torch.isinf(out)
+        out = torch.where(hit, m + w * steps, out)
+    dead = (~good).expand_as(charge)
+    at_once = torch.where(charge >= threshold, torch.zeros_like(charge), torch.full_like(charge, INF))
+    return torch.where(dead, at_once, out)
+
+
+def tta_stop(steps_out: torch.Tensor, fraction: float, window: int, tta_time: int | None = None, first: bool = False) -> torch.Tensor:
+    """Steps each position's run lasts (``[..., P]``) given firing steps ``[..., P, K]``.
+
+    Stops at the end of the step in which ``ceil(fraction * K)`` neurons (1 with ``first``) have
+    fired, at ``tta_time``, or at ``window``; whichever comes first.
+    """
+    K = steps_out.shape[-1]
+    k = 1 if first else max(1, min(K, math.ceil(fraction * K - 1e-9)))
+    kth = torch.kthvalue(steps_out, k, dim=-1).values
+    stop = torch.where(torch.isfinite(kth), kth + 1, torch.full_like(kth, float(window)))
+    stop = stop.clamp(max=float(window))
+    if tta_time is not None:
+        stop = stop.clamp(max=float(tta_time))
+    return stop
+
+
+def run_layer(
+    chip: ChipLayer,
+    steps_in: torch.Tensor,
+    config: HardwareConfig,
+    options: RunOptions,
+    threshold_scale: torch.Tensor | None = None,
+    with_energy: bool = True,
+    keep: bool = False,
+) -> LayerRun:
+    """Run one layer on every chip: ``steps_in`` ``[C, B, *in_shape]`` (stacked sources) -> :class:`LayerRun`.
+
+    ``threshold_scale``: ``[C, copies, K]`` per-neuron threshold scales (MFTA), default 1.
+    """
+    layer = chip.crossbar.layer
+    S = config.window_steps
+    C, B = steps_in.shape[:2]
+    t_unf = unroll_inputs(layer, steps_in.to(torch.float64), INF)  # [C, B, P, N]
+    P = t_unf.shape[2]
+    values = torch.where(t_unf < S, (S - t_unf) / S, torch.zeros_like(t_unf))
+    charge = chip_charge(chip, values)
+    theta = torch.ones_like(chip.ramp) if threshold_scale is None else threshold_scale.to(charge.dtype)
+    ramp = per_position(chip.ramp, P).unsqueeze(1)
+    theta = per_position(theta, P).unsqueeze(1)
+    windows = 2 if layer.readout else 1
+    m = fire_steps(charge, ramp, theta, S, windows)
+    if options.tta:
+        first = layer.readout and options.tta_output_first
+        fraction = 1.0 if layer.readout else options.tta_fraction
+        tta_time = None if layer.readout else options.tta_time
+        stop = tta_stop(m, fraction, windows * S, tta_time, first)
+    else:
+        stop = torch.full(m.shape[:-1], float(windows * S), dtype=m.dtype)
+    m = torch.where(m < stop.unsqueeze(-1), m, torch.full_like(m, INF))
+    energy = None
+    if with_energy:
+        energy = _energy(chip, t_unf, m, stop, config, options)
+    out = fold_outputs(layer, m)
+    return LayerRun(out, stop, energy, values if keep else None, charge if keep else None)
+
+
+def _energy(chip: ChipLayer, t_unf: torch.Tensor, m: torch.Tensor, stop: torch.Tensor,
+            config: HardwareConfig, options: RunOptions) -> dict:
+    """Accounting of one layer run (steps counted from the opening of the source window)."""
+    xb = chip.crossbar
+    S = config.window_steps
+    lead = t_unf.shape[:-1]
+    aux = [torch.zeros(*lead, xb.bias_rows, dtype=t_unf.dtype), torch.full((*lead, xb.ramp_rows), float(S), dtype=t_unf.dtype)]
+    t_rows = torch.cat([t_unf] + aux, dim=-1)
+    row_end = torch.cat([torch.full((xb.input_rows + xb.bias_rows,), float(S), dtype=torch.float64),
+                         torch.full((xb.ramp_rows,), INF, dtype=torch.float64)])
+    return layer_energy(
+        chip.g_pos, chip.g_neg, t_rows, S + m + 1, S + stop, config,
+        row_end=row_end, fire_start=float(S), buffered_rows=xb.input_rows,
+        col_tiles=xb.tiling.col_tiles, tiles=xb.tiling.tiles, power_gating=options.power_gating,
+    )

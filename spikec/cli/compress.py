@@ -1,0 +1,183 @@
+"""``spikec compress SNN_FILE``: attention-guided pruning and quantization of a network checkpoint.
+
+Prunes to ``--density`` (DNR by default), quantizes to ``--bits``, fine-tunes with attention
+transfer from the uncompressed network (``--attention``), reports accuracy, density, bits,
+compression ratio, spikes and synaptic operations before and after, and with ``--out`` saves a
+checkpoint of the same kind that ``spikec eval`` reads (plus a ``"compression"`` entry).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from spikec.errors import SpikecError, UsageError
+
+
+def add_parser(subparsers, parents):
+    from spikec.compress.config import GRANULARITIES, PRUNE_METHODS, QUANT_GROUPS, QUANT_MODES, SCHEDULES, SCOPES
+
+    p = subparsers.add_parser(
+        "compress", parents=parents, help="prune and quantize a network with attention-guided fine-tuning",
+        description="Prune (DNR or magnitude) and quantize a checkpoint, fine-tuning with attention transfer "
+                    "from the uncompressed network; report accuracy, size, spikes and synaptic operations.",
+    )
+    p.add_argument("checkpoint", metavar="SNN_FILE", help="checkpoint of any kind (rate_snn, ttfs_snn, snn, ann)")
+    p.add_argument("--out", default=None, metavar="FILE", help="write the compressed checkpoint here")
+    p.add_argument("--config", default=None, metavar="TOML", help="base CompressConfig; flags given override it")
+    p.add_argument("--density", type=float, default=None, help="fraction of weights kept (default 0.1; 1 = no pruning)")
+    p.add_argument("--bits", type=int, default=None, help="weight bits 2..8 (default 4; 0 = no quantization)")
+    p.add_argument("--quant-mode", choices=QUANT_MODES, default=None, help="int (default), binary, binaryconnect, ternary")
+    p.add_argument("--quant-group", choices=QUANT_GROUPS, default=None, help="one scale per layer (default) or channel")
+    p.add_argument("--method", choices=PRUNE_METHODS, default=None, help="dnr (default) or magnitude")
+    p.add_argument("--granularity", choices=GRANULARITIES, default=None, help="weight (default), kernel or channel")
+    p.add_argument("--scope", choices=SCOPES, default=None, help="layer (default) or global magnitude ranking")
+    p.add_argument("--schedule", choices=SCHEDULES, default=None, help="gradual (default) or oneshot pruning")
+    p.add_argument("--skip-first", action="store_true", help="leave the first Conv/Linear layer dense and unquantized")
+    p.add_argument("--skip-last", action="store_true", help="leave the last Conv/Linear layer dense and unquantized")
+    p.add_argument("--attention", action="store_true", help="add the attention-transfer loss from the uncompressed network")
+    p.add_argument("--beta", type=float, default=None, help="attention-transfer weight (default 1)")
+    p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs of the pruning phase (default 10)")
+    p.add_argument("--quant-epochs", type=int, default=None, help="quantization-aware epochs (default half of --epochs)")
+    p.add_argument("--lr", type=float, default=None, help="relative learning rate (default 1e-2 of each tensor's RMS)")
+    p.add_argument("--timesteps", type=int, default=None, help="fine-tune a rate/direct SNN at this T (default its own)")
+    p.add_argument("--dataset", default=None, help="dataset name or path (default: the checkpoint's, else digits)")
+    p.add_argument("--format", default=None, help="data format of --dataset when it is a path (default: detect)")
+    p.add_argument("--batch-size", type=int, default=None, help="fine-tuning batch size (default 64)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    return p
+
+
+def build_config(args):
+    """The CompressConfig the flags ask for, on top of ``--config`` (or the defaults) where given."""
+    from spikec.compress.config import (
+        AttentionConfig, CompressConfig, FinetuneConfig, LayerSelection, PruneConfig, QuantConfig, load_toml,
+    )
+
+    def given(**kw):
+        return {k: v for k, v in kw.items() if v is not None}
+
+    if args.config:
+        try:
+            base = load_toml(args.config)
+        except (OSError, ValueError, TypeError) as exc:
+            raise UsageError(f"--config {args.config}: {exc}") from exc
+    else:
+        base = CompressConfig(attention=None)
+    try:
+        prune = base.prune or PruneConfig()
+        quant = base.quant or QuantConfig()
+        selection = LayerSelection(skip_first=args.skip_first or prune.layers.skip_first,
+                                   skip_last=args.skip_last or prune.layers.skip_last, exclude=prune.layers.exclude)
+        prune = dataclasses.replace(prune, layers=selection, **given(
+            density=args.density, method=args.method, granularity=args.granularity, scope=args.scope,
+            schedule=args.schedule))
+        quant = dataclasses.replace(quant, layers=selection, **given(
+            bits=args.bits or None, mode=args.quant_mode, group=args.quant_group))
+        attention = base.attention
+        if args.attention or args.beta is not None:
+            attention = dataclasses.replace(attention or AttentionConfig(), **given(beta=args.beta))
+        ft = dataclasses.replace(base.finetune, **given(
+            epochs=args.epochs, quant_epochs=args.quant_epochs, lr=args.lr, timesteps=args.timesteps,
+            batch_size=args.batch_size, seed=args.seed))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    keep_dense = args.density == 1.0 or (args.density is None and base.prune is None)
+    keep_float = args.bits == 0 or (args.bits is None and base.quant is None)
+    return CompressConfig(prune=None if keep_dense else prune, quant=None if keep_float else quant,
+                          attention=attention, dnr=base.dnr, finetune=ft)
+
+
+def _check(args) -> None:
+    if args.density is not None and not 0 < args.density <= 1:
+        raise UsageError(f"--density must lie in (0, 1], got {args.density}")
+    if args.bits is not None and args.bits != 0 and not 2 <= args.bits <= 8:
+        raise UsageError(f"--bits must be 0 (no quantization) or 2..8, got {args.bits}")
+    for flag in ("epochs", "quant_epochs"):
+        value = getattr(args, flag)
+        if value is not None and value < 0:
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= 0, got {value}")
+    for flag in ("batch_size", "timesteps"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    if args.lr is not None and not args.lr > 0:
+        raise UsageError(f"--lr must be positive, got {args.lr}")
+    if args.beta is not None and args.beta < 0:
+        raise UsageError(f"--beta must be >= 0, got {args.beta}")
+
+
+def run(args) -> dict:
+    from spikec.checkpoint import load_model, save_checkpoint
+    from spikec.compress import compress_
+    from spikec.compress.checkpoint import compressed_checkpoint, compression_record
+    from spikec.compress.config import to_dict
+    from spikec.compress.metrics import activity
+    from spikec.compress.size import model_size
+
+    _check(args)
+    config = build_config(args)
+    model, ckpt = load_model(args.checkpoint)
+    if "compression" in ckpt:
+        from spikec.compress.checkpoint import restore_compression_
+
+        restore_compression_(model, ckpt["compression"])
+    train_data, test_data, name = _load_data(args, ckpt)
+    seed = config.finetune.seed
+    before = activity(model, test_data, seed=seed)
+    size_before = model_size(model)
+    print(f"{args.checkpoint} ({ckpt['kind']}) on {name}: accuracy {before.accuracy:.2%}, "
+          f"{before.spikes_per_inference:.0f} spikes and {before.sops_per_inference:.0f} SOPs per inference")
+
+    def progress(phase, r):
+        print(f"  {phase} epoch {r.epoch}: loss {r.loss:.4f} (attention {r.attention_loss:.4f}), "
+              f"train accuracy {r.train_accuracy:.2%}, {r.seconds:.1f}s", flush=True)
+
+    report = compress_(model, config, train_data, progress=progress)
+    model.eval()
+    after = activity(model, test_data, seed=seed)
+    size = report.size
+    bits = config.quant.weight_bits if config.quant is not None else 32
+    record = compression_record(model, config, {
+        "accuracy_before": before.accuracy, "accuracy_after": after.accuracy, "weight_bits": bits,
+        "mask_density": report.mask_density,
+    })
+    out_path = None
+    if args.out:
+        out_path = save_checkpoint(args.out, compressed_checkpoint(ckpt, model, record))
+    print(f"accuracy {before.accuracy:.2%} -> {after.accuracy:.2%}")
+    print(f"density {size.density:.4f} (mask {report.mask_density:.4f}), {bits}-bit weights, "
+          f"{size_before.compressed_bits} -> {size.compressed_bits} bits: compression {size.ratio:.1f}x")
+    print(f"spikes per inference {before.spikes_per_inference:.0f} -> {after.spikes_per_inference:.0f}; "
+          f"SOPs {before.sops_per_inference:.0f} -> {after.sops_per_inference:.0f}; "
+          f"compute energy {before.snn_energy_pj / 1e6:.3f} -> {after.snn_energy_pj / 1e6:.3f} uJ "
+          f"(dense ANN {after.ann_energy_pj / 1e6:.3f} uJ)")
+    if out_path:
+        print(f"wrote {out_path}")
+    return {
+        "accuracy_before": before.accuracy, "accuracy_after": after.accuracy,
+        "density": size.density, "mask_density": report.mask_density, "weight_bits": bits,
+        "compression_ratio": size.ratio, "dense_bits": size.dense_bits, "compressed_bits": size.compressed_bits,
+        "spikes_before": before.spikes_per_inference, "spikes_after": after.spikes_per_inference,
+        "sops_before": before.sops_per_inference, "sops_after": after.sops_per_inference,
+        "energy_before_pj": before.snn_energy_pj, "energy_after_pj": after.snn_energy_pj,
+        "ann_energy_pj": after.ann_energy_pj,
+        "layer_density": {n: l.nonzero / l.weights for n, l in size.layers.items()},
+        "config": to_dict(config), "checkpoint": out_path,
+    }
+
+
+def _load_data(args, ckpt):
+    from spikec.data import load_dataset
+
+    recorded = ckpt.get("dataset") or {}
+    if args.dataset:
+        name, fmt = args.dataset, args.format
+    elif recorded.get("format") not in (None, "digits"):
+        name, fmt = recorded.get("source"), recorded.get("format")
+    else:
+        name, fmt = "digits", None
+    train_data, test_data, info = load_dataset(name, format=fmt)
+    expected = (ckpt.get("arch_config") or {}).get("input_shape") or (ckpt.get("network") or {}).get("input_shape")
+    if expected is not None and tuple(expected) != tuple(info.input_shape):
+        raise SpikecError(f"dataset {info.name} has inputs of shape {tuple(info.input_shape)}, but "
+                          f"{args.checkpoint} expects {tuple(expected)}")
+    return train_data, test_data, info.name

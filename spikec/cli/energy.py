@@ -1,0 +1,109 @@
+"""``spikec energy SNN_FILE``: energy, latency and accuracy of a TTFS SNN on the twin-column ReRAM PE.
+
+Writes ``report.json``, ``report.html`` (self-contained), ``figures/*.png`` and ``events.h5``
+under ``--out``; see ``docs/hardware-model.md`` for the model and every default.
+"""
+from __future__ import annotations
+
+from spikec.errors import UsageError
+
+
+def add_parser(subparsers, parents):
+    p = subparsers.add_parser(
+        "energy", parents=parents,
+        help="energy, latency and accuracy of a TTFS SNN on the twin-column ReRAM PE",
+        description="Simulate a TTFS SNN checkpoint on the twin-column ReRAM processing element "
+                    "(power gating, TTA, MFTA, variation) and write a report with baselines.",
+    )
+    p.add_argument("snn_file", metavar="SNN_FILE", help="TTFS SNN checkpoint (kind ttfs_snn) from 'spikec convert --coding ttfs'")
+    p.add_argument("--dataset", default="digits", help="'digits' (embedded) or a dataset path (default digits)")
+    p.add_argument("--format", default=None, help="data format of --dataset when it is a path (default: detect)")
+    p.add_argument("--hardware", default="twin-column", help="hardware preset (default twin-column)")
+    p.add_argument("--config", default=None, metavar="HW_TOML", help="TOML file overriding preset parameters")
+    p.add_argument("--chips", type=int, default=10, help="Monte-Carlo chips per variation setting (default 10)")
+    p.add_argument("--sigmas", default="0,0.1,0.2,0.3", metavar="S[,S...]",
+                   help="sigmas of the variation sweep (default 0,0.1,0.2,0.3)")
+    p.add_argument("--samples", type=int, default=None, metavar="N", help="use the first N test samples (default all)")
+    p.add_argument("--calib", type=int, default=512, metavar="N",
+                   help="training samples used for MFTA calibration and the rate baseline (default 512)")
+    p.add_argument("--rate-snn", default=None, metavar="FILE",
+                   help="rate_snn checkpoint for the rate baseline (default: converted from the same network)")
+    p.add_argument("--rate-timesteps", type=int, default=None, metavar="T",
+                   help="time steps of the converted rate baseline (default 2^window_bits)")
+    p.add_argument("--no-iso-accuracy", action="store_true",
+                   help="skip the rate baseline at the fewest steps matching the PE's accuracy")
+    p.add_argument("--out", default="energy_report", metavar="DIR", help="output folder (default energy_report)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return p
+
+
+def _sigmas(text: str) -> list[float]:
+    try:
+        values = [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--sigmas must be comma-separated numbers, got {text!r}") from None
+    if not values or any(v < 0 for v in values):
+        raise UsageError(f"--sigmas must be non-negative numbers, got {text!r}")
+    return values
+
+
+def run(args) -> dict:
+    from spikec.checkpoint import load_checkpoint, load_model
+    from spikec.data import load_dataset
+    from spikec.hardware.config import load_config, preset
+    from spikec.hardware.report import write_report
+    from spikec.hardware.study import energy_study, summary
+
+    if args.chips < 1:
+        raise UsageError(f"--chips must be >= 1, got {args.chips}")
+    if args.samples is not None and args.samples < 1:
+        raise UsageError(f"--samples must be >= 1, got {args.samples}")
+    if args.calib < 1:
+        raise UsageError(f"--calib must be >= 1, got {args.calib}")
+    if args.rate_timesteps is not None and args.rate_timesteps < 1:
+        raise UsageError(f"--rate-timesteps must be >= 1, got {args.rate_timesteps}")
+    sigmas = _sigmas(args.sigmas)
+    config = preset(args.hardware)
+    if args.config:
+        config = load_config(args.config, base=config)
+    kind = load_checkpoint(args.snn_file).get("kind")
+    if kind != "ttfs_snn":
+        raise UsageError(f"{args.snn_file} is a {kind} checkpoint; 'spikec energy' needs a ttfs_snn "
+                         f"(convert with 'spikec convert --coding ttfs')")
+    snn, _ = load_model(args.snn_file)
+    rate_snn = None
+    if args.rate_snn:
+        rate_kind = load_checkpoint(args.rate_snn).get("kind")
+        if rate_kind != "rate_snn":
+            raise UsageError(f"--rate-snn {args.rate_snn} is a {rate_kind} checkpoint, not a rate_snn")
+        rate_snn, _ = load_model(args.rate_snn)
+    train, test, info = load_dataset(args.dataset, format=args.format)
+    x, y = test.tensors
+    if tuple(x.shape[1:]) != tuple(snn.input_shape):
+        raise UsageError(f"{args.snn_file} expects inputs of shape {tuple(snn.input_shape)}, "
+                         f"dataset {info.name} has {tuple(x.shape[1:])}")
+    if args.samples is not None:
+        x, y = x[: args.samples], y[: args.samples]
+    calib_x = train.tensors[0][: args.calib]
+    study = energy_study(snn, x, y, calib_x, config, chips=args.chips, sigmas=sigmas, rate_snn=rate_snn,
+                         rate_timesteps=args.rate_timesteps, iso_accuracy=not args.no_iso_accuracy,
+                         progress=not args.no_progress)
+    write_report(study, args.out)
+    result = summary(study.report, args.out)
+    _print(study.report, result, info.name, args.out)
+    return result
+
+
+def _print(report: dict, result: dict, dataset: str, out: str) -> None:
+    e = report["energy_per_inference_j"]
+    print(f"twin-column PE on {dataset} ({report['samples']} samples, {report['chips']} chip(s)): "
+          f"accuracy {report['accuracy']:.2%} (SNN {report['snn']['accuracy']:.2%})")
+    print(f"energy per inference {e['total'] * 1e9:.3f} nJ (crossbar {e['crossbar'] * 1e9:.3f}, neuron "
+          f"{e['neuron'] * 1e9:.3f}, driver {e['driver'] * 1e9:.3f}, buffer {e['buffer'] * 1e9:.3f}, "
+          f"static {e['static'] * 1e9:.3f}); latency {report['latency_s'] * 1e6:.2f} us; "
+          f"{report['spikes_per_inference']:.1f} spikes")
+    for name, b in report["baselines"].items():
+        saving = b.get("pe_saving")
+        text = "n/a" if saving is None else f"{saving:+.1%}"
+        print(f"  {name}: {b['energy_per_inference_j']['total'] * 1e9:.3f} nJ (PE saving {text})")
+    print(f"report written to {out}/report.json, report.html, figures/, events.h5")

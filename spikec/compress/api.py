@@ -1,0 +1,192 @@
+"""One verb for the whole recipe: :func:`compress_` (prune with DNR, quantize, fine-tune with
+attention transfer), and :func:`compress_via_ann` for compressing on the ANN side and converting.
+
+The recipe of Kundu et al. (Spike-Thrift, WACV 2021): the uncompressed network is the teacher;
+the student is pruned to the target density while it is fine-tuned and DNR moves connections
+between layers, then quantized and fine-tuned again, both phases with the attention-transfer
+loss. The masks never change after the pruning phase; quantization keeps zeros at zero.
+
+Two additions of ours make this work from a converted SNN in a few epochs: the density falls
+gradually (cubic schedule) rather than at once, and after every pruning step the pruned layers'
+per-channel pre-activation statistics are restored to the teacher's (see
+:mod:`spikec.compress.recalibrate`); both can be switched off in
+:class:`~spikec.compress.config.PruneConfig`.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from spikec.compress.attention import default_attention_layers
+from spikec.compress.config import CompressConfig
+from spikec.compress.dnr import RewireStep, SparseTraining
+from spikec.compress.finetune import FinetuneEpoch, finetune
+from spikec.compress.layers import select_layers
+from spikec.compress.masks import mask_density, masks, masks_from_weights
+from spikec.compress.prune import apply_prune_masks_, prune_
+from spikec.compress.quantize import freeze_, prepare_qat_
+from spikec.compress.recalibrate import Recalibrator
+from spikec.compress.size import SizeReport, model_size
+from spikec.errors import UsageError
+
+
+@dataclass
+class CompressReport:
+    """What :func:`compress_` did."""
+
+    layer_mask_density: dict = field(default_factory=dict)
+    quant: dict = field(default_factory=dict)
+    size: SizeReport | None = None
+    history: list[FinetuneEpoch] = field(default_factory=list)
+    rewiring: list[RewireStep] = field(default_factory=list)
+    attention_layers: list[str] = field(default_factory=list)
+    mask_density: float = 1.0
+
+
+def compress_(model: nn.Module, config: CompressConfig, train_data=None, teacher: nn.Module | None = None,
+              progress=None) -> CompressReport:
+    """Compress ``model`` (an ANN or an SNN) in place; returns a :class:`CompressReport`.
+
+    ``train_data`` (inputs, labels) is needed when ``config.finetune.epochs > 0`` or for
+    re-normalisation. Rate and direct SNNs fine-tune by surrogate-gradient BPTT (optionally at
+    ``config.finetune.timesteps``); a TTFS network with a time resolution fine-tunes through its
+    time-stepped simulator (its own simulator is restored afterwards). ``teacher`` defaults to a
+    frozen copy of ``model`` as it is now. ``progress(phase, epoch_result)`` is called after every
+    fine-tuning epoch. The model is left in the train/eval mode it came in.
+    """
+    ft = config.finetune
+    was_training = model.training
+    prune_epochs = int(ft.epochs) if config.prune is not None else 0
+    quant_epochs = 0
+    if config.quant is not None:
+        quant_epochs = ft.quant_phase_epochs if config.prune is not None else int(ft.epochs)
+    if (prune_epochs or quant_epochs) and train_data is None:
+        raise UsageError("fine-tuning needs training data (or set epochs to 0)")
+    report = CompressReport()
+    attention = config.attention
+    use_attention = attention is not None and attention.beta > 0 and bool(prune_epochs or quant_epochs)
+    recalibrate = (config.prune is not None and config.prune.recalibrate and train_data is not None
+                   and not _has_batchnorm(model))
+    if use_attention or recalibrate:
+        teacher = teacher if teacher is not None else _frozen_copy(model)
+    if use_attention:
+        report.attention_layers = list(attention.layers) or default_attention_layers(model)
+        if not report.attention_layers:
+            raise UsageError(f"{type(model).__name__} has no hidden spiking or activation layer for attention transfer")
+
+    def tune(phase, epochs, seed, sparsity=None):
+        cb = (lambda r: progress(phase, r)) if progress is not None else None
+        return finetune(model, train_data, epochs=epochs, lr=ft.lr, batch_size=ft.batch_size, optimizer=ft.optimizer,
+                        relative_lr=ft.relative_lr, seed=seed, teacher=teacher if use_attention else None,
+                        attention=attention if use_attention else None, attention_layers=report.attention_layers,
+                        sparsity=sparsity, progress=cb)
+
+    with _timesteps(model, ft.timesteps), _timesteps(teacher, ft.timesteps), _stepped(model), _stepped(teacher):
+        if config.prune is not None:
+            prune = config.prune
+            layers = select_layers(model, prune.layers)
+            renormalise = None
+            if recalibrate:
+                recal = Recalibrator(teacher, _calibration_inputs(train_data), ft.seed)
+                renormalise = lambda: recal(model, list(layers))  # noqa: E731
+            if prune.schedule == "gradual" and prune_epochs > 0:
+                apply_prune_masks_(model, {n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in layers.items()},
+                                   prune.granularity)
+            else:
+                prune_(model, prune)
+                if renormalise is not None:
+                    renormalise()
+            if prune_epochs > 0:
+                sparsity = SparseTraining(layers, prune, config.dnr, after_shrink=renormalise)
+                report.history += tune("prune", prune_epochs, ft.seed, sparsity)
+                sparsity.finish()
+                report.rewiring = sparsity.history
+            report.layer_mask_density = {n: float(m.float().mean()) for n, m in masks(model).items()}
+            report.mask_density = mask_density(model)
+        if config.quant is not None:
+            prepare_qat_(model, config.quant)
+            report.history += tune("quant", quant_epochs, ft.seed + 1)
+            report.quant = freeze_(model)
+    model.train(was_training)
+    report.size = model_size(model)
+    return report
+
+
+def compress_via_ann(ann: nn.Module, config: CompressConfig, train_data, convert, teacher: nn.Module | None = None,
+                     snn_quant_epochs: int = 0, progress=None) -> tuple[nn.Module, CompressReport]:
+    """Compress on the ANN side (fine-tuning the ANN with attention on its activations), then convert.
+
+    ``convert(ann) -> snn`` re-converts (for example ``lambda a: spikec.convert(a, x_calib)``).
+    Conversion rescales weights (batch-norm folding, threshold balancing), so the SNN's masks are
+    taken from its zero weights and its weights are quantized again on the SNN's own scales, with
+    ``snn_quant_epochs`` of quantization-aware surrogate-gradient fine-tuning (0: post-training).
+    Returns ``(snn, report)``; the report's size is that of the SNN.
+    """
+    report = compress_(ann, config, train_data, teacher=teacher, progress=progress)
+    ann.eval()
+    snn = convert(ann)
+    layers = select_layers(snn, config.prune.layers) if config.prune is not None else {}
+    apply_prune_masks_(snn, masks_from_weights(layers))
+    if config.quant is not None:
+        ft = config.finetune
+        prepare_qat_(snn, config.quant)
+        if snn_quant_epochs > 0:
+            cb = (lambda r: progress("snn-quant", r)) if progress is not None else None
+            with _timesteps(snn, ft.timesteps), _stepped(snn):
+                report.history += finetune(snn, train_data, epochs=snn_quant_epochs, lr=ft.lr, batch_size=ft.batch_size,
+                                           optimizer=ft.optimizer, relative_lr=ft.relative_lr, seed=ft.seed + 2,
+                                           progress=cb)
+        report.quant = freeze_(snn)
+    report.size = model_size(snn)
+    return snn, report
+
+
+def _has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def _calibration_inputs(data, samples: int = 256) -> torch.Tensor:
+    from spikec.training import batches
+
+    x, _ = next(iter(batches(data, samples)))
+    return x
+
+
+def _frozen_copy(model: nn.Module) -> nn.Module:
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+@contextlib.contextmanager
+def _stepped(model: nn.Module | None):
+    """Run a TTFS network that has a time resolution through its time-stepped simulator inside the block."""
+    sim = getattr(model, "simulation", None)
+    if model is None or sim is None or not hasattr(model, "set_simulation") or sim.time_bits is None:
+        yield
+        return
+    old = sim.simulator
+    model.set_simulation("stepped")
+    try:
+        yield
+    finally:
+        model.set_simulation(old)
+
+
+@contextlib.contextmanager
+def _timesteps(model: nn.Module | None, timesteps: int):
+    """Run a time-stepped classifier with ``timesteps`` steps inside the block (0: unchanged)."""
+    if model is None or not timesteps or not hasattr(model, "timesteps"):
+        yield
+        return
+    old = model.timesteps
+    model.timesteps = int(timesteps)
+    try:
+        yield
+    finally:
+        model.timesteps = old

@@ -1,0 +1,238 @@
+"""Sparse fine-tuning: gradual magnitude pruning and dynamic network rewiring (DNR).
+
+DNR (Kundu et al., ASP-DAC 2021; built on the sparse momentum of Dettmers & Zettlemoyer, 2019)
+keeps the number of connections fixed while their distribution over layers follows the layers'
+significance: each rewiring drops, in every layer, the smallest-magnitude fraction ``p`` of its
+active connections, then regrows the same total, shared between layers in proportion to each
+layer's mean gradient momentum over its active connections, at the zero connections with the
+largest momentum. Regrown connections start at zero. ``p`` decays to zero over training.
+
+The gradual schedule (Zhu & Gupta, 2018) lowers the density from 1 to the target in steps
+before that; each step removes the smallest-magnitude connections, in every layer by the same
+fraction of what it holds ("layer" scope) or ranked over all layers ("global" scope).
+
+With "kernel" or "channel" granularity whole groups are dropped and regrown, scored by their
+mean magnitude and mean momentum; every layer keeps at least one group.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from spikec.compress import groups
+from spikec.compress.config import DNRConfig, PruneConfig
+from spikec.compress.masks import get_mask, latent_weight, set_mask_
+
+
+@dataclass(frozen=True)
+class RewireStep:
+    """One step of sparse fine-tuning: progress, prune rate, and per layer connections removed by
+    the schedule, removed by rewiring, regrown, and the density after."""
+
+    progress: float
+    prune_rate: float
+    shrunk: dict
+    pruned: dict
+    regrown: dict
+    density: dict
+
+
+def decayed_rate(config: DNRConfig, progress: float) -> float:
+    """The rewiring prune rate at ``progress`` in [0, 1] of the rewiring period."""
+    t = min(max(float(progress), 0.0), 1.0)
+    if config.decay == "cosine":
+        return config.prune_rate * 0.5 * (1.0 + math.cos(math.pi * t))
+    if config.decay == "linear":
+        return config.prune_rate * (1.0 - t)
+    return config.prune_rate
+
+
+def scheduled_density(config: PruneConfig, progress: float) -> float:
+    """Target density at ``progress`` of the pruning phase: the cubic ramp, or the target at once."""
+    d = float(config.density)
+    if config.schedule == "oneshot":
+        return d
+    t = min(max(float(progress) / float(config.ramp), 0.0), 1.0)
+    return d + (1.0 - d) * (1.0 - t) ** 3
+
+
+class DynamicRewiring:
+    """Gradient momenta of masked layers, and the two mask updates that read weights and momenta.
+
+    Call :meth:`accumulate` after every ``backward`` (a zero weight's gradient is the dense
+    gradient, so pruned connections have momentum too).
+    """
+
+    def __init__(self, layers: dict[str, nn.Module], config: DNRConfig = DNRConfig(), granularity: str = "weight"):
+        missing = [n for n, m in layers.items() if get_mask(m) is None]
+        if missing:
+            raise ValueError(f"layer {missing[0]!r} has no mask; prune before rewiring")
+        self.layers = layers
+        self.config = config
+        self.granularity = granularity
+        self.momenta = {n: torch.zeros_like(latent_weight(m), dtype=torch.float32) for n, m in layers.items()}
+
+    # -- state ----------------------------------------------------------------------------------
+    def accumulate(self) -> None:
+        """Fold the current gradients into the momenta: ``M <- mu M + (1 - mu) grad``."""
+        mu = float(self.config.momentum)
+        for n, m in self.layers.items():
+            g = latent_weight(m).grad
+            if g is not None:
+                self.momenta[n].mul_(mu).add_(g.detach().float(), alpha=1.0 - mu)
+
+    def _size(self, n: str) -> int:
+        return groups.group_size(latent_weight(self.layers[n]).shape, self.granularity)
+
+    def _active(self, n: str) -> torch.Tensor:
+        return groups.as_groups(get_mask(self.layers[n]), self.granularity).any(1)
+
+    def active_weights(self) -> int:
+        return sum(int(self._active(n).sum()) * self._size(n) for n in self.layers)
+
+    def total_weights(self) -> int:
+        return sum(latent_weight(m).numel() for m in self.layers.values())
+
+    def densities(self) -> dict[str, float]:
+        return {n: float(get_mask(m).float().mean()) for n, m in self.layers.items()}
+
+    # -- updates --------------------------------------------------------------------------------
+    def shrink_to(self, target: int, scope: str = "layer") -> dict[str, int]:
+        """Remove the smallest-magnitude connections until ``target`` weights stay active.
+
+        "layer": every layer loses the same fraction of what it holds (budgets rounded to sum
+        exactly); "global": the smallest connections of all layers go first. Returns weights removed
+        per layer.
+        """
+        names = list(self.layers)
+        active = {n: self._active(n) for n in names}
+        sizes = {n: self._size(n) for n in names}
+        held = torch.tensor([int(active[n].sum()) * sizes[n] for n in names])
+        excess = int(held.sum()) - int(target)
+        removed = {n: 0 for n in names}
+        if excess <= 0:
+            return removed
+        if scope == "layer":
+            budget = groups.largest_remainder(int(target), held.double(), held)
+            drop = {n: int(active[n].sum()) - max(1, int(round(int(b) / sizes[n]))) for n, b in zip(names, budget)}
+        else:
+            drop = self._global_drop(names, active, sizes, excess)
+        for n in names:
+            k = max(0, min(drop[n], int(active[n].sum()) - 1))
+            if k > 0:
+                w = latent_weight(self.layers[n]).detach()
+                scores = groups.group_scores(w, self.granularity).masked_fill(~active[n], float("inf"))
+                act = active[n].clone()
+                act[torch.argsort(scores, stable=True)[:k]] = False
+                self._set(n, act)
+            removed[n] = k * sizes[n]
+        return removed
+
+    def _global_drop(self, names, active, sizes, excess) -> dict[str, int]:
+        scores, owner, size = [], [], []
+        for i, n in enumerate(names):
+            s = groups.group_scores(latent_weight(self.layers[n]).detach(), self.granularity)
+            s = s[active[n]]
+            if s.numel() > 1:  # the best group of every layer stays
+                s = torch.sort(s, descending=True).values[1:]
+            else:
+                s = s[:0]
+            scores.append(s)
+            owner.append(torch.full_like(s, i, dtype=torch.long))
+            size.append(torch.full_like(s, sizes[n], dtype=torch.long))
+        scores, owner, size = torch.cat(scores), torch.cat(owner), torch.cat(size)
+        order = torch.argsort(scores, stable=True)
+        cum = torch.cumsum(size[order], 0)
+        take = order[: int((cum < excess).sum()) + 1] if order.numel() else order
+        counts = torch.bincount(owner[take], minlength=len(names))
+        return {n: int(c) for n, c in zip(names, counts)}
+
+    def rewire(self, rate: float) -> tuple[dict[str, int], dict[str, int]]:
+        """Drop the smallest ``rate`` fraction of each layer's connections and regrow as many by
+        momentum (see the module docstring). Returns weights ``(pruned, regrown)`` per layer."""
+        names = list(self.layers)
+        gran = self.granularity
+        active, pruned, sizes, importance = {}, {}, {}, []
+        for n in names:
+            w = latent_weight(self.layers[n]).detach()
+            sizes[n] = self._size(n)
+            act = self._active(n)
+            k = min(int(round(rate * int(act.sum()))), max(int(act.sum()) - 1, 0))
+            if k > 0:
+                scores = groups.group_scores(w, gran).masked_fill(~act, float("inf"))
+                act = act.clone()
+                act[torch.argsort(scores, stable=True)[:k]] = False
+            active[n], pruned[n] = act, k
+            mom = groups.as_groups(self.momenta[n].abs(), gran).mean(1)
+            importance.append(float(mom[act].mean()) if bool(act.any()) else 0.0)
+        freed = sum(pruned[n] * sizes[n] for n in names)
+        caps = torch.tensor([int((~active[n]).sum()) * sizes[n] for n in names])
+        shares = groups.largest_remainder(freed, torch.tensor(importance), caps)
+        regrown = {}
+        for n, share in zip(names, shares.tolist()):
+            r = min(int(round(share / sizes[n])), int((~active[n]).sum()))
+            kept = active[n].clone()
+            if r > 0:
+                mom = groups.as_groups(self.momenta[n].abs(), gran).mean(1).masked_fill(active[n], -1.0)
+                active[n][torch.argsort(mom, descending=True, stable=True)[:r]] = True
+            regrown[n] = r * sizes[n]
+            self._set(n, active[n], kept)
+        return {n: pruned[n] * sizes[n] for n in names}, regrown
+
+    def _set(self, name: str, active_groups: torch.Tensor, kept_groups: torch.Tensor | None = None) -> None:
+        """New mask from active groups; connections active now but not in ``kept_groups`` (default:
+        the current mask) are regrown and start from zero."""
+        m = self.layers[name]
+        w = latent_weight(m)
+        mask = groups.expand(active_groups, w.shape, self.granularity)
+        kept = get_mask(m) if kept_groups is None else groups.expand(kept_groups, w.shape, self.granularity)
+        with torch.no_grad():
+            w[mask & ~kept] = 0.0  # regrown connections start from zero
+        bias_mask = mask.reshape(mask.shape[0], -1).any(1) if self.granularity == "channel" else None
+        set_mask_(m, mask, bias_mask)
+
+
+class SparseTraining:
+    """Drives the masks through the pruning phase: every ``prune.interval`` steps it shrinks to the
+    scheduled density (then calls ``after_shrink()``, for example a re-normalisation) and, for DNR,
+    rewires; :meth:`finish` lands exactly on the target."""
+
+    def __init__(self, layers: dict[str, nn.Module], prune: PruneConfig, dnr: DNRConfig = DNRConfig(),
+                 after_shrink=None):
+        self.prune = prune
+        self.after_shrink = after_shrink
+        self.rewiring = DynamicRewiring(layers, dnr, prune.granularity)
+        self.dnr = dnr if prune.method == "dnr" else None
+        self.total = self.rewiring.total_weights()
+        self.target = int(round(float(prune.density) * self.total))
+        self.history: list[RewireStep] = []
+
+    def accumulate(self) -> None:
+        if self.dnr is not None:
+            self.rewiring.accumulate()
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        if step % int(self.prune.interval) == 0 and step < total_steps:
+            self.update(step / total_steps)
+
+    def update(self, progress: float) -> RewireStep:
+        goal = int(round(scheduled_density(self.prune, progress) * self.total))
+        shrunk = self.rewiring.shrink_to(max(goal, self.target), self.prune.scope)
+        if self.after_shrink is not None and any(shrunk.values()):
+            self.after_shrink()
+        rate, pruned, regrown = 0.0, {}, {}
+        if self.dnr is not None and progress < self.dnr.stop:
+            rate = decayed_rate(self.dnr, progress / max(self.dnr.stop, 1e-9))
+            pruned, regrown = self.rewiring.rewire(rate)
+        step = RewireStep(progress, rate, shrunk, pruned, regrown, self.rewiring.densities())
+        self.history.append(step)
+        return step
+
+    def finish(self) -> None:
+        """Shrink to the final density (if the schedule did not get there)."""
+        shrunk = self.rewiring.shrink_to(self.target, self.prune.scope)
+        if self.after_shrink is not None and any(shrunk.values()):
+            self.after_shrink()

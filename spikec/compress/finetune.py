@@ -1,0 +1,147 @@
+"""Fine-tuning a compressed network: cross-entropy plus attention transfer from the teacher.
+
+One loop serves ANNs, rate SNNs (surrogate-gradient backpropagation through time: the spike
+functions carry surrogate derivatives and autograd unrolls the time loop) and TTFS SNNs (the same,
+through their time-stepped simulator). After every step the masks are re-applied; with a
+:class:`~spikec.compress.dnr.SparseTraining` the gradients feed its momenta and it updates the
+masks at its steps. The teacher sees the same random input draw as the student (the random state is
+replayed), so rate-coded attention maps are compared on identical spike trains.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spikec.compress.attention import attention_loss, tap
+from spikec.compress.config import AttentionConfig
+from spikec.compress.dnr import SparseTraining
+from spikec.compress.masks import apply_masks_
+from spikec.errors import SpikecError
+
+
+@dataclass(frozen=True)
+class FinetuneEpoch:
+    epoch: int
+    loss: float
+    attention_loss: float
+    train_accuracy: float
+    seconds: float
+
+
+def finetune(
+    model: nn.Module,
+    train_data,
+    *,
+    epochs: int,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    optimizer: str = "adam",
+    seed: int = 0,
+    teacher: nn.Module | None = None,
+    attention: AttentionConfig | None = None,
+    attention_layers: list[str] | None = None,
+    sparsity: SparseTraining | None = None,
+    relative_lr: bool = True,
+    progress=None,
+) -> list[FinetuneEpoch]:
+    """Train ``model`` in place for ``epochs`` (cosine learning rate); returns per-epoch statistics.
+
+    ``teacher`` and ``attention`` (with ``attention_layers``, names present in both models) add the
+    attention-transfer term. ``sparsity`` sees every gradient and updates the masks after the
+    optimizer steps it chooses. ``progress(epoch_result)`` is called after each epoch.
+
+    ``relative_lr``: each parameter tensor's learning rate is ``lr`` times its root-mean-square
+    value at the start, so that every layer moves by the same fraction. Converted SNNs carry
+    their activation scales in their weights (weights of magnitude 1 to 100 next to others of
+    0.01), where one absolute Adam step size is far too small for some layers and too large for
+    others.
+    """
+    from spikec.training import batches
+
+    if epochs <= 0:
+        return []
+    use_attention = teacher is not None and attention is not None and attention.beta > 0 and bool(attention_layers)
+    if use_attention:
+        teacher.eval()
+    opt = _optimizer(model, optimizer, lr, relative_lr)
+    n = _num_samples(train_data)
+    steps_per_epoch = max(1, math.ceil(n / batch_size))
+    total_steps = steps_per_epoch * epochs
+    cosine = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))  # noqa: E731
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine)
+    history = []
+    step = 0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        order = torch.Generator().manual_seed(seed)
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            model.train()
+            tot, tot_at, correct, seen = 0.0, 0.0, 0, 0
+            for x, y in batches(train_data, batch_size, shuffle=True, generator=order):
+                at = torch.zeros(())
+                if use_attention:
+                    state = torch.get_rng_state()
+                    with torch.no_grad(), tap(teacher, attention_layers, attention.source) as t_feats:
+                        teacher(x)
+                    torch.set_rng_state(state)
+                    with tap(model, attention_layers, attention.source) as s_feats:
+                        scores = model(x)
+                    at = attention_loss(s_feats, t_feats, attention.beta, attention.p)
+                else:
+                    scores = model(x)
+                loss = F.cross_entropy(scores, y) + at
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if sparsity is not None:
+                    sparsity.accumulate()
+                opt.step()
+                sched.step()
+                apply_masks_(model)
+                step += 1
+                if sparsity is not None:
+                    sparsity.after_step(step, total_steps)
+                tot += float(loss.detach()) * len(y)
+                tot_at += float(at.detach()) * len(y)
+                correct += int((scores.detach().argmax(1) == y).sum())
+                seen += len(y)
+            if not math.isfinite(tot):
+                raise SpikecError(f"fine-tuning diverged in epoch {epoch}; try a lower learning rate")
+            result = FinetuneEpoch(epoch, tot / seen, tot_at / seen, correct / seen, time.perf_counter() - start)
+            history.append(result)
+            if progress is not None:
+                progress(result)
+    return history
+
+
+def _num_samples(data) -> int:
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return len(data[1])
+    try:
+        return len(data.dataset) if hasattr(data, "dataset") else len(data)
+    except TypeError:
+        return 1
+
+
+def _optimizer(model: nn.Module, name: str, lr: float, relative: bool) -> torch.optim.Optimizer:
+    from spikec.training import OPTIMIZERS
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"{type(model).__name__} has no trainable parameters")
+    if relative:
+        groups = [{"params": [p], "lr": lr * max(float(p.detach().float().pow(2).mean().sqrt()), 1e-3)} for p in params]
+    else:
+        groups = [{"params": params, "lr": lr}]
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9)
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")

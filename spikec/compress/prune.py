@@ -1,0 +1,92 @@
+"""Magnitude pruning to an exact density: the baselines, and the starting masks of DNR.
+
+Density counts weights over the selected layers: ``round(density * weights)`` survive. For
+"weight" granularity that count is exact; for kernels or channels it is met to within one
+group. Every layer keeps at least one group, so no layer is cut off entirely.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from spikec.compress import groups
+from spikec.compress.config import PruneConfig
+from spikec.compress.layers import forward_module, select_layers, synaptic_layers
+from spikec.compress.masks import latent_weight, set_mask_
+
+
+def magnitude_masks(layers: dict[str, nn.Module], density: float, granularity: str = "weight",
+                    scope: str = "layer") -> dict[str, torch.Tensor]:
+    """Keep the largest-magnitude groups: ``scope`` "global" ranks all layers together, "layer"
+    gives each layer the same density (budgets rounded so that they add up exactly)."""
+    weights = {n: latent_weight(m).detach() for n, m in layers.items()}
+    sizes = {n: groups.group_size(w.shape, granularity) for n, w in weights.items()}
+    counts = {n: w.numel() // sizes[n] for n, w in weights.items()}
+    total = sum(w.numel() for w in weights.values())
+    target = int(round(float(density) * total))
+    if scope == "layer":
+        numels = torch.tensor([w.numel() for w in weights.values()])
+        budget = groups.largest_remainder(target, numels.double(), numels)
+        keep = {n: max(1, int(round(int(b) / sizes[n]))) for n, b in zip(weights, budget)}
+        keep = {n: min(k, counts[n]) for n, k in keep.items()}
+        return {n: _top_groups(w, granularity, keep[n]) for n, w in weights.items()}
+    if scope == "global":
+        return _global_masks(weights, sizes, target, granularity)
+    raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
+
+
+def _top_groups(w: torch.Tensor, granularity: str, k: int) -> torch.Tensor:
+    scores = groups.group_scores(w, granularity)
+    order = torch.argsort(scores, descending=True, stable=True)
+    keep = torch.zeros_like(scores, dtype=torch.bool)
+    keep[order[:k]] = True
+    return groups.expand(keep, w.shape, granularity)
+
+
+def _global_masks(weights, sizes, target, granularity) -> dict[str, torch.Tensor]:
+    names = list(weights)
+    scores, owner, size = [], [], []
+    for i, n in enumerate(names):
+        s = groups.group_scores(weights[n], granularity)
+        scores.append(s)
+        owner.append(torch.full_like(s, i, dtype=torch.long))
+        size.append(torch.full_like(s, sizes[n], dtype=torch.long))
+    scores, owner, size = torch.cat(scores), torch.cat(owner), torch.cat(size)
+    keep = torch.zeros_like(scores, dtype=torch.bool)
+    start = 0
+    for n in names:  # the best group of every layer survives whatever happens
+        g = weights[n].numel() // sizes[n]
+        keep[start + int(torch.argmax(scores[start:start + g]))] = True
+        start += g
+    budget = target - int(size[keep].sum())
+    order = torch.argsort(scores, descending=True, stable=True)
+    order = order[~keep[order]]
+    cum = torch.cumsum(size[order], 0)
+    keep[order[cum <= budget]] = True
+    out, start = {}, 0
+    for n in names:
+        g = weights[n].numel() // sizes[n]
+        out[n] = groups.expand(keep[start:start + g], weights[n].shape, granularity)
+        start += g
+    return out
+
+
+def apply_prune_masks_(model: nn.Module, masks: dict[str, torch.Tensor], granularity: str = "weight") -> None:
+    """Attach ``masks`` (by layer name); with channel granularity the biases of removed channels are masked too."""
+    layers = synaptic_layers(model)
+    for n, mask in masks.items():
+        if n not in layers:
+            raise ValueError(f"no Conv/Linear layer named {n!r}")
+        bias_mask = mask.reshape(mask.shape[0], -1).any(1) if granularity == "channel" else None
+        set_mask_(layers[n], mask, bias_mask, hook_on=forward_module(model, n))
+
+
+def prune_(model: nn.Module, config: PruneConfig) -> dict[str, float]:
+    """Prune ``model`` in place by magnitude to ``config.density``; returns each pruned layer's density.
+
+    (DNR then rewires these masks during fine-tuning; see :func:`spikec.compress.compress_`.)
+    """
+    layers = select_layers(model, config.layers)
+    masks = magnitude_masks(layers, config.density, config.granularity, config.scope)
+    apply_prune_masks_(model, masks, config.granularity)
+    return {n: float(masks[n].float().mean()) for n in layers}

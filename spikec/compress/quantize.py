@@ -1,0 +1,246 @@
+"""Symmetric k-bit, binary and ternary weights, trained with a straight-through estimator.
+
+A k-bit weight is ``s * q`` with an integer ``q`` in ``[-(2^(k-1)-1), 2^(k-1)-1]`` and one scale
+``s`` per layer or per output channel (zero stays exactly zero, so masks survive). Binary weights
+are ``alpha * sign(w)`` (Binary Weight Network, alpha = mean |w| of the kept weights) or
+``s0 * sign(w)`` with ``s0`` fixed at the start (BinaryConnect); ternary weights are
+``alpha * {-1, 0, 1}`` with the cut ``0.7 mean |w|`` of ternary weight networks.
+
+Thresholds and biases follow the weight scale: when the layer drives a spiking layer whose
+threshold ``theta`` is one number (or one per channel with per-channel scales), the scale is
+nudged to ``theta / n`` for a whole number ``n`` (for k-bit weights, whichever of the two nearest
+such scales rounds the weights with less squared error), and the bias
+is rounded to the same grid. Integer weights, biases and thresholds then reproduce the
+simulated network exactly on an integer accumulator. (A neuron's initial membrane ``v_init`` is
+left as it is.)
+
+Quantization-aware training: :func:`prepare_qat_` keeps the full-precision weight as
+``weight_fp`` and recomputes ``weight`` before every forward; :func:`freeze_` writes the
+quantized values back into ``weight`` (and ``bias``), so the state dict has its usual keys.
+:func:`quantize_` does both at once (post-training quantization).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from spikec.compress.config import QuantConfig
+from spikec.compress.layers import driven_neurons, forward_module, neuron_threshold, select_layers
+from spikec.compress.masks import QUANTIZER, drop_hook_if_idle, ensure_hook, refresh
+
+SCALE = "weight_scale"
+BITS = "_spikec_weight_bits"
+
+
+def ste(x: torch.Tensor, x_q: torch.Tensor) -> torch.Tensor:
+    """``x_q`` in the forward pass, identity gradient to ``x`` in the backward pass."""
+    return x + (x_q - x).detach()
+
+
+def channel_view(t: torch.Tensor, per_channel: bool) -> torch.Tensor:
+    """``[groups, rest]``: one row per output channel, or one row for the whole tensor."""
+    return t.reshape(t.shape[0], -1) if per_channel else t.reshape(1, -1)
+
+
+def _broadcast(s: torch.Tensor, shape) -> torch.Tensor:
+    return s.reshape(-1, *([1] * (len(shape) - 1)))
+
+
+def _snap(scale: torch.Tensor, unit: torch.Tensor | None) -> tuple[torch.Tensor, bool]:
+    """``scale`` moved to the nearest ``unit / n`` for a whole number ``n >= 1``; unchanged (and
+    reported off the grid) where ``unit < scale / 2``."""
+    if unit is None:
+        return scale, False
+    n = torch.round(unit / scale)
+    ok = n >= 1
+    return torch.where(ok, unit / n.clamp(min=1), scale), bool(ok.all())
+
+
+def _grid_scale(w_rows: torch.Tensor, scale: torch.Tensor, unit: torch.Tensor,
+                qmax: int) -> tuple[torch.Tensor, bool]:
+    """For k-bit weights: of the two scales ``unit / n`` around ``scale`` (n whole, >= 1), the one with
+    the smaller squared rounding error on ``w_rows`` (the larger never clips; the smaller may clip the
+    largest weights but keeps a finer step). Where ``unit < scale`` no such scale avoids heavy
+    clipping: the scale stays and the layer is reported off the grid."""
+    n = unit / scale
+    lo = unit / torch.floor(n).clamp(min=1)  # >= scale where n >= 1: no clipping
+    hi = unit / torch.ceil(n).clamp(min=1)  # <= scale: finer, may clip
+
+    def err(s):
+        q = (w_rows / s.unsqueeze(1)).round().clamp(-qmax, qmax) * s.unsqueeze(1)
+        return (q - w_rows).pow(2).sum(1)
+
+    ok = n >= 1
+    pick = torch.where(err(hi) < err(lo), hi, lo)
+    return torch.where(ok, pick, scale), bool(ok.all())
+
+
+@dataclass
+class WeightQuantizer:
+    """Quantizes one layer's weight and bias. ``unit`` is the threshold its scale snaps to (or None)."""
+
+    config: QuantConfig
+    unit: torch.Tensor | None = None
+    fixed_scale: torch.Tensor | None = None  # BinaryConnect
+    on_grid: bool = False
+
+    @property
+    def per_channel(self) -> bool:
+        return self.config.group == "channel"
+
+    def scale(self, w: torch.Tensor) -> torch.Tensor:
+        """One scale per group (``[groups]``), from the detached weight."""
+        w = channel_view(w.detach(), self.per_channel)
+        mode = self.config.mode
+        absw = w.abs()
+        kept = (w != 0).float()
+        mean_kept = (absw * kept).sum(1) / kept.sum(1).clamp(min=1)
+        if mode == "int":
+            qmax = 2 ** (int(self.config.bits) - 1) - 1
+            s = absw.amax(1) / qmax
+        elif mode == "binary":
+            s = mean_kept
+        elif mode == "binaryconnect":
+            s = self.fixed_scale.to(w.device) if self.fixed_scale is not None else mean_kept
+        else:  # ternary
+            cut = (0.7 * mean_kept).unsqueeze(1)
+            big = (absw > cut).float()
+            s = (absw * big).sum(1) / big.sum(1).clamp(min=1)
+        s = torch.where(s > 0, s, torch.ones_like(s))
+        unit = None if self.unit is None or not self.config.grid_thresholds else self.unit.to(s)
+        if unit is not None and mode == "int":
+            s, self.on_grid = _grid_scale(w, s, unit.expand_as(s), 2 ** (int(self.config.bits) - 1) - 1)
+        else:
+            s, self.on_grid = _snap(s, unit)
+        return s
+
+    def levels(self, w: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """The integer level of each weight given the group scales ``s``."""
+        mode = self.config.mode
+        x = w.detach() / _broadcast(s, w.shape)
+        if mode == "int":
+            qmax = 2 ** (int(self.config.bits) - 1) - 1
+            return torch.round(x).clamp(-qmax, qmax)
+        if mode in ("binary", "binaryconnect"):
+            return torch.sign(x)
+        view = channel_view(w.detach().abs(), self.per_channel)
+        kept = (view != 0).float()
+        cut = 0.7 * (view * kept).sum(1) / kept.sum(1).clamp(min=1)
+        return torch.sign(x) * (w.detach().abs() > _broadcast(cut, w.shape)).float()
+
+    def quantize_weight(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.scale(w)
+        w_q = self.levels(w, s) * _broadcast(s, w.shape)
+        return ste(w, w_q), s
+
+    def quantize_bias(self, b: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        if not self.config.quantize_bias:
+            return b
+        s = s.expand(b.shape[0]) if s.numel() == 1 else s
+        return ste(b, torch.round(b.detach() / s) * s)
+
+    def apply(self, module: nn.Module) -> None:
+        """Set ``module.weight`` (and ``bias``) from the latent ``weight_fp`` (and ``bias_fp``)."""
+        w_q, s = self.quantize_weight(module.weight_fp)
+        module.weight = w_q
+        b = module._parameters.get("bias_fp")
+        if b is not None:
+            module.bias = self.quantize_bias(b, s)
+
+
+def threshold_unit(neuron, out_channels: int, per_channel: bool) -> torch.Tensor | None:
+    """The threshold a layer's scale should divide: one value, or one per channel (else None)."""
+    thr = neuron_threshold(neuron)
+    if not torch.is_tensor(thr):
+        return None if thr is None else torch.tensor([float(thr)])
+    thr = thr.detach().float().flatten()
+    if thr.numel() == 1:
+        return thr.clone()
+    if per_channel and thr.numel() == out_channels:
+        return thr.clone()
+    return None
+
+
+def prepare_qat_(model: nn.Module, config: QuantConfig) -> dict[str, WeightQuantizer]:
+    """Start quantization-aware training of the selected layers (see the module docstring)."""
+    layers = select_layers(model, config.layers)
+    neurons = driven_neurons(model)
+    out = {}
+    for name, m in layers.items():
+        if m.__dict__.get(QUANTIZER) is not None:
+            raise ValueError(f"layer {name!r} is already being quantized")
+        per_channel = config.group == "channel"
+        q = WeightQuantizer(config, threshold_unit(neurons.get(name), m.weight.shape[0], per_channel))
+        if config.mode == "binaryconnect":
+            w = channel_view(m.weight.detach(), per_channel)
+            kept = (w != 0).float()
+            q.fixed_scale = (w.abs() * kept).sum(1) / kept.sum(1).clamp(min=1)
+        w = m._parameters.pop("weight")
+        m.register_parameter("weight_fp", w)
+        if m._parameters.get("bias") is not None:
+            m.register_parameter("bias_fp", m._parameters.pop("bias"))
+        m.__dict__[QUANTIZER] = q
+        ensure_hook(m, forward_module(model, name))
+        refresh(m)
+        out[name] = q
+    return out
+
+
+def freeze_(model: nn.Module) -> dict[str, dict]:
+    """Write every quantized layer's values into its ``weight``/``bias`` parameters and stop
+    quantization-aware training; returns per layer ``{"bits", "mode", "group", "scale", "on_grid"}``."""
+    info = {}
+    neurons = driven_neurons(model)
+    for name, m in model.named_modules():
+        q = m.__dict__.get(QUANTIZER)
+        if q is None:
+            continue
+        refresh(m)  # applies the mask to the latent weight first
+        with torch.no_grad():
+            w_fp = m._parameters.pop("weight_fp")
+            s = q.scale(w_fp)
+            w_fp.copy_(q.levels(w_fp, s) * _broadcast(s, w_fp.shape))
+            b_fp = m._parameters.pop("bias_fp", None)
+            if b_fp is not None and q.config.quantize_bias:
+                sb = s.expand(b_fp.shape[0]) if s.numel() == 1 else s
+                b_fp.copy_(torch.round(b_fp / sb) * sb)
+        del m.weight
+        m.register_parameter("weight", w_fp)
+        if b_fp is not None:
+            del m.bias
+            m.register_parameter("bias", b_fp)
+        del m.__dict__[QUANTIZER]
+        m.__dict__[BITS] = q.config.weight_bits
+        if SCALE in m._buffers:
+            m._buffers[SCALE] = s.detach().clone()
+        else:
+            m.register_buffer(SCALE, s.detach().clone(), persistent=False)
+        drop_hook_if_idle(m)
+        if q.on_grid:
+            _snap_v_init(neurons.get(name), s)
+        info[name] = {"bits": q.config.weight_bits, "mode": q.config.mode, "group": q.config.group,
+                      "scale": s.detach().clone(), "on_grid": bool(q.on_grid)}
+    return info
+
+
+def _snap_v_init(neuron, s: torch.Tensor) -> None:
+    """Round a neuron's initial-membrane buffer to the weight grid, so the integer membrane starts whole."""
+    v = getattr(neuron, "_buffers", {}).get("v_init") if neuron is not None else None
+    if v is None or not torch.is_floating_point(v):
+        return
+    if s.numel() == 1:
+        step = s.reshape(())
+    elif v.numel() == s.numel():
+        step = s.reshape(v.shape)
+    else:
+        return
+    with torch.no_grad():
+        v.copy_(torch.round(v / step) * step)
+
+
+def quantize_(model: nn.Module, config: QuantConfig) -> dict[str, dict]:
+    """Post-training quantization of ``model`` in place (prepare and freeze at once)."""
+    prepare_qat_(model, config)
+    return freeze_(model)

@@ -1,0 +1,135 @@
+"""Model size in bits, counting the cost of saying where the non-zero weights are.
+
+Each layer is charged for the cheapest of these real, decodable formats of its non-zero pattern:
+
+- ``dense``: every weight stored, zeros included;
+- ``bitmap``: one bit per weight, plus the non-zero values;
+- ``relative-r``: each non-zero stored with an r-bit gap to the previous one (Han et al. 2016,
+  Deep Compression); a gap beyond ``2^r`` costs an extra filler entry holding a zero;
+- ``kernel-bitmap`` / ``channel-bitmap``: one bit per k x k kernel (per output channel), plus every
+  value of the kept kernels (channels), zeros inside them included;
+- ``kernel-relative-r`` / ``channel-relative-r``: the same with r-bit gaps between kept groups.
+
+Values take ``bits`` each; every scale and every bias 32 bits. The dense reference stores all
+weights and biases as 32-bit floats, so ``ratio = dense_bits / compressed_bits``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from spikec.compress.layers import synaptic_layers
+
+FLOAT_BITS = 32
+
+
+@dataclass(frozen=True)
+class LayerSize:
+    weights: int
+    nonzero: int
+    bits_per_weight: int
+    scales: int
+    biases: int
+    encoding: str
+    index_bits: int
+    value_bits: int
+
+    @property
+    def total_bits(self) -> int:
+        return self.index_bits + self.value_bits + FLOAT_BITS * (self.scales + self.biases)
+
+    @property
+    def dense_bits(self) -> int:
+        return FLOAT_BITS * (self.weights + self.biases)
+
+
+@dataclass(frozen=True)
+class SizeReport:
+    layers: dict = field(default_factory=dict)
+
+    @property
+    def dense_bits(self) -> int:
+        return sum(l.dense_bits for l in self.layers.values())
+
+    @property
+    def compressed_bits(self) -> int:
+        return sum(l.total_bits for l in self.layers.values())
+
+    @property
+    def ratio(self) -> float:
+        return self.dense_bits / max(self.compressed_bits, 1)
+
+    @property
+    def density(self) -> float:
+        """Non-zero fraction of all weights."""
+        return sum(l.nonzero for l in self.layers.values()) / max(sum(l.weights for l in self.layers.values()), 1)
+
+    def summary(self) -> dict:
+        return {
+            "dense_bits": self.dense_bits,
+            "compressed_bits": self.compressed_bits,
+            "compression_ratio": self.ratio,
+            "density": self.density,
+            "layers": {n: {"weights": l.weights, "nonzero": l.nonzero, "bits": l.bits_per_weight,
+                           "encoding": l.encoding, "index_bits": l.index_bits, "value_bits": l.value_bits,
+                           "total_bits": l.total_bits} for n, l in self.layers.items()},
+        }
+
+
+def relative_index_entries(flat_mask: torch.Tensor, r: int) -> int:
+    """Entries (non-zeros plus fillers) of an r-bit relative index over a flat boolean pattern."""
+    pos = torch.nonzero(flat_mask.flatten()).flatten()
+    if pos.numel() == 0:
+        return 0
+    gaps = torch.diff(pos, prepend=torch.tensor([-1], device=pos.device))
+    return int(torch.ceil(gaps.double() / (2 ** r)).sum())
+
+
+def _best_relative(pattern: torch.Tensor, entry_value_bits: int) -> tuple[int, int, int]:
+    """``(r, index bits, value bits)`` of the cheapest relative index over ``pattern``."""
+    best = None
+    for r in range(1, 17):
+        e = relative_index_entries(pattern, r)
+        cost = (e * r, e * entry_value_bits)
+        if best is None or sum(cost) < sum(best[1:]):
+            best = (r, *cost)
+    return best
+
+
+def layer_size(weight: torch.Tensor, bits: int = FLOAT_BITS, scales: int = 0, biases: int = 0) -> LayerSize:
+    """The cheapest format (see the module docstring) of one weight tensor."""
+    w = weight.detach()
+    nz = w != 0
+    n, k = w.numel(), int(nz.sum())
+    options = {"dense": (0, n * bits), "bitmap": (n, k * bits)}
+    r, ib, vb = _best_relative(nz, bits)
+    options[f"relative-{r}"] = (ib, vb)
+    group_kinds = [("channel", w.reshape(w.shape[0], -1))]
+    if w.dim() > 2 and w.shape[2:].numel() > 1:
+        group_kinds.append(("kernel", w.reshape(-1, w.shape[2:].numel())))
+    for kind, g in group_kinds:
+        kept = (g != 0).any(1)
+        size = g.shape[1]
+        options[f"{kind}-bitmap"] = (g.shape[0], int(kept.sum()) * size * bits)
+        r, ib, vb = _best_relative(kept, size * bits)
+        options[f"{kind}-relative-{r}"] = (ib, vb)
+    name = min(options, key=lambda o: sum(options[o]))
+    ib, vb = options[name]
+    return LayerSize(n, k, bits, scales, biases, name, ib, vb)
+
+
+def model_size(model: nn.Module, bits: dict[str, int] | None = None) -> SizeReport:
+    """Size of every Conv/Linear layer of ``model``. ``bits`` per layer name (default: what
+    :func:`~spikec.compress.quantize.freeze_` recorded on the layer, else 32-bit floats)."""
+    bits = bits or {}
+    out = {}
+    for name, m in synaptic_layers(model).items():
+        scale = m._buffers.get("weight_scale")
+        b = bits.get(name, m.__dict__.get("_spikec_weight_bits", FLOAT_BITS if scale is None else None))
+        if b is None:
+            raise ValueError(f"layer {name!r} is quantized but its bit width is unknown")
+        biases = m.bias.numel() if getattr(m, "bias", None) is not None else 0
+        out[name] = layer_size(m.weight, int(b), 0 if scale is None else scale.numel(), biases)
+    return SizeReport(out)

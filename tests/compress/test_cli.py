@@ -1,0 +1,84 @@
+"""``spikec compress`` on a rate-converted checkpoint: numbers out, a checkpoint ``spikec eval`` reads."""
+import json
+
+import pytest
+import torch
+
+from spikec.checkpoint import ann_checkpoint, load_model, save_checkpoint
+from spikec.cli.main import main
+
+rate = pytest.importorskip("spikec.conversion.rate")
+
+
+@pytest.fixture(scope="module")
+def rate_ckpt(tmp_path_factory):
+    from spikec.data import load_dataset
+    from spikec.models import build_model
+    from spikec.training import train
+
+    torch.manual_seed(0)
+    tr, _, _ = load_dataset("digits")
+    ann = build_model("mlp", (1, 8, 8), 10, hidden=(24,), batch_norm=False)
+    train(ann, tr, epochs=3, lr=1e-2, progress=False)
+    snn = rate.convert_rate(ann, tr.tensors[0][:256], timesteps=6)
+    path = tmp_path_factory.mktemp("c") / "snn.pt"
+    return str(save_checkpoint(path, rate.rate_snn_checkpoint(snn, ann_checkpoint(ann))))
+
+
+def _json(capsys):
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_compress_reports_and_saves_a_loadable_checkpoint(rate_ckpt, tmp_path, capsys):
+    out = str(tmp_path / "snn_c.pt")
+    rc = main(["compress", rate_ckpt, "--density", "0.3", "--bits", "4", "--attention", "--epochs", "1",
+               "--quant-epochs", "1", "--timesteps", "4", "--out", out, "--json"])
+    assert rc == 0
+    r = _json(capsys)
+    for key in ("accuracy_before", "accuracy_after", "density", "weight_bits", "compression_ratio", "spikes_before",
+                "spikes_after", "sops_before", "sops_after", "checkpoint"):
+        assert key in r
+    assert r["checkpoint"] == out and r["weight_bits"] == 4
+    assert r["density"] <= 0.3 + 1e-6 and r["compression_ratio"] > 1
+    model, ckpt = load_model(out)
+    assert ckpt["kind"] == "rate_snn" and "compression" in ckpt
+    weights = [m.weight.detach() for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    total = sum(w.numel() for w in weights)
+    assert sum(int((w != 0).sum()) for w in weights) / total == pytest.approx(r["density"])
+    assert all(w.unique().numel() <= 16 for w in weights)
+    masks = ckpt["compression"]["layers"]
+    assert sum(int(e["mask"].sum()) for e in masks.values()) == round(0.3 * total)
+    assert main(["eval", out, "--json"]) == 0
+    assert _json(capsys)["accuracy"] == pytest.approx(r["accuracy_after"])
+
+
+def test_bad_flags_fail_with_one_line(rate_ckpt, capsys):
+    assert main(["compress", rate_ckpt, "--density", "1.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--density" in err[0]
+    assert main(["compress", rate_ckpt + ".missing"]) == 1
+    assert "not found" in capsys.readouterr().err
+
+
+def test_compress_a_ttfs_checkpoint_keeps_its_kind(tmp_path, capsys):
+    ttfs = pytest.importorskip("spikec.conversion.ttfs")
+    from spikec.data import load_dataset
+    from spikec.models import build_model
+    from spikec.training import train
+
+    torch.manual_seed(0)
+    tr, _, _ = load_dataset("digits")
+    ann = build_model("mlp", (1, 8, 8), 10, hidden=(16,), batch_norm=False)
+    train(ann, tr, epochs=2, lr=1e-2, progress=False)
+    snn = ttfs.convert_ttfs(ann, tr.tensors[0][:256], time_bits=3)
+    src = str(save_checkpoint(tmp_path / "t.pt", ttfs.ttfs_checkpoint(snn, ann)))
+    out = str(tmp_path / "t_c.pt")
+    assert main(["compress", src, "--density", "0.2", "--bits", "3", "--epochs", "1", "--quant-epochs", "0",
+                 "--out", out, "--json"]) == 0
+    r = _json(capsys)
+    model, ckpt = load_model(out)
+    assert ckpt["kind"] == "ttfs_snn" and r["weight_bits"] == 3
+    weights = [m.weight.detach() for n, m in model.named_modules() if n.endswith(".synapses.0")]
+    assert all(w.unique().numel() <= 8 for w in weights)
+    total = sum(w.numel() for w in weights)
+    assert sum(int((w != 0).sum()) for w in weights) <= round(0.2 * total)

@@ -1,0 +1,24 @@
+"""Configs round-trip through plain dicts and TOML."""
+import pytest
+
+from spikec.compress.config import (
+    AttentionConfig, CompressConfig, LayerSelection, PruneConfig, QuantConfig, dump_toml, from_dict, load_toml, to_dict,
+)
+
+
+def test_toml_round_trip(tmp_path):
+    cfg = CompressConfig(prune=PruneConfig(density=0.05, granularity="kernel", layers=LayerSelection(skip_first=True,
+                                                                                                     exclude=("a",))),
+                         quant=None, attention=AttentionConfig(beta=2.5))
+    path = tmp_path / "c.toml"
+    path.write_text(dump_toml(cfg))
+    assert load_toml(str(path)) == cfg
+    assert from_dict(CompressConfig, to_dict(cfg)) == cfg
+
+
+def test_invalid_values_are_rejected():
+    with pytest.raises(ValueError, match="density"):
+        PruneConfig(density=0)
+    with pytest.raises(ValueError, match="bits"):
+        QuantConfig(bits=9)
+    assert QuantConfig(mode="ternary").weight_bits == 2

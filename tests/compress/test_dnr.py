@@ -1,0 +1,80 @@
+"""Dynamic network rewiring moves connections between layers as the gradient momentum says."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from spikec.compress.config import DNRConfig, PruneConfig
+from spikec.compress.dnr import DynamicRewiring, decayed_rate, scheduled_density
+from spikec.compress.masks import get_mask, set_mask_
+
+
+def _two_layers():
+    a, b = nn.Linear(10, 10, bias=False), nn.Linear(10, 10, bias=False)
+    for lin in (a, b):
+        with torch.no_grad():
+            # weights 1..100 in flat order; the first 50 are pruned, so the active ones are 51..100
+            lin.weight.copy_(torch.arange(1, 101, dtype=torch.float32).reshape(10, 10))
+        mask = torch.zeros(100, dtype=torch.bool)
+        mask[50:] = True
+        set_mask_(lin, mask.reshape(10, 10))
+    return {"a": a, "b": b}
+
+
+def test_regrowth_follows_the_layers_mean_momentum():
+    layers = _two_layers()
+    dnr = DynamicRewiring(layers, DNRConfig())
+    # momentum of active weights: 3 in layer a, 1 in layer b -> a gets 3/4 of the regrowth
+    # zero weights: increasing momentum with position, so the last zeros are regrown first
+    for name, active_value in (("a", 3.0), ("b", 1.0)):
+        m = torch.empty(100)
+        m[50:] = active_value
+        m[:50] = torch.arange(50, dtype=torch.float32) / 100
+        dnr.momenta[name] = m.reshape(10, 10)
+    pruned, regrown = dnr.rewire(0.2)
+    # each layer drops round(0.2 * 50) = 10 (weights 51..60, momentum 3 or 1 there); 20 freed
+    assert pruned == {"a": 10, "b": 10}
+    assert regrown == {"a": 15, "b": 5}
+    ma, mb = get_mask(layers["a"]).flatten(), get_mask(layers["b"]).flatten()
+    assert int(ma.sum()) == 55 and int(mb.sum()) == 45
+    # layer a: the dropped 50..59 have momentum 3, the largest of its zeros: they come back first (10),
+    # then the 5 zeros of largest momentum (45..49)
+    assert ma[45:].all() and not ma[:45].any()
+    assert layers["a"].weight.detach().flatten()[50:60].eq(0).all()  # regrown connections start at zero
+    # layer b: its dropped weights have momentum 1 > any of its other zeros: 5 of them return
+    assert int(mb[50:60].sum()) == 5 and mb[60:].all() and not mb[:50].any()
+
+
+def test_momentum_is_an_exponential_average_of_gradients():
+    layers = _two_layers()
+    dnr = DynamicRewiring(layers, DNRConfig(momentum=0.5))
+    for g in (2.0, 4.0):
+        for lin in layers.values():
+            lin.weight.grad = torch.full((10, 10), g)
+        dnr.accumulate()
+    # 0.5 * (0.5 * 0 + 0.5 * 2) + 0.5 * 4 = 2.5
+    assert torch.allclose(dnr.momenta["a"], torch.full((10, 10), 2.5))
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_shrinking_lands_on_the_exact_count(scope):
+    layers = _two_layers()
+    dnr = DynamicRewiring(layers)
+    removed = dnr.shrink_to(63, scope)
+    assert dnr.active_weights() == 63 and sum(removed.values()) == 37
+    if scope == "global":  # equal weights in both layers: ties go to the first layer first
+        assert abs(removed["a"] - removed["b"]) <= 1
+
+
+def test_schedules():
+    cfg = DNRConfig(prune_rate=0.4)
+    assert decayed_rate(cfg, 0.0) == pytest.approx(0.4)
+    assert decayed_rate(cfg, 0.5) == pytest.approx(0.2)
+    assert decayed_rate(cfg, 1.0) == pytest.approx(0.0, abs=1e-12)
+    p = PruneConfig(density=0.1, ramp=0.5)
+    assert scheduled_density(p, 0.0) == pytest.approx(1.0)
+    assert scheduled_density(p, 0.25) == pytest.approx(0.1 + 0.9 * 0.125)
+    assert scheduled_density(p, 0.6) == pytest.approx(0.1)
+    assert scheduled_density(PruneConfig(density=0.1, schedule="oneshot"), 0.0) == pytest.approx(0.1)
+    assert math.isclose(decayed_rate(DNRConfig(prune_rate=0.3, decay="linear"), 0.25), 0.225)

@@ -1,0 +1,68 @@
+"""Magnitude masks keep exactly the requested density."""
+import pytest
+import torch
+from torch import nn
+
+from spikec.compress import PruneConfig, prune_
+from spikec.compress.masks import get_mask, masks
+from spikec.compress.prune import magnitude_masks
+
+
+def _net(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 5, 3), nn.ReLU(), nn.Flatten(), nn.Linear(13, 7), nn.Linear(7, 3))
+
+
+def _layers(net):
+    return {n: m for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+@pytest.mark.parametrize("density", [0.05, 0.1, 0.3, 0.37, 1.0])
+def test_weight_masks_keep_exactly_the_requested_density(scope, density):
+    net = _net()
+    total = 135 + 91 + 21
+    prune_(net, PruneConfig(density=density, scope=scope))
+    kept = sum(int(m.sum()) for m in masks(net).values())
+    assert kept == round(density * total)
+    for m in _layers(net).values():
+        assert int(get_mask(m).sum()) >= 1  # no layer cut off
+        assert torch.all(m.weight[~get_mask(m)] == 0)
+
+
+def test_layer_scope_prunes_every_layer_alike_and_keeps_its_largest_weights():
+    net = _net(1)
+    weights = {n: m.weight.detach().clone() for n, m in _layers(net).items()}
+    prune_(net, PruneConfig(density=0.3, scope="layer"))
+    for n, m in _layers(net).items():
+        mask = get_mask(m)
+        assert abs(int(mask.sum()) - 0.3 * mask.numel()) <= 1
+        w = weights[n].abs()
+        assert w[mask].min() >= w[~mask].max()
+
+
+def test_global_scope_ranks_all_layers_together():
+    net = _net(2)
+    weights = {n: m.weight.detach().abs().clone() for n, m in _layers(net).items()}
+    masks_ = magnitude_masks(_layers(net), 0.2, scope="global")
+    kept = torch.cat([weights[n][masks_[n]] for n in weights])
+    dropped = torch.cat([weights[n][~masks_[n]] for n in weights])
+    # apart from the one weight every layer is guaranteed, kept weights are the largest overall
+    assert torch.sort(kept).values[len(weights):].min() >= dropped.max()
+
+
+def test_kernel_and_channel_granularity_prune_whole_groups():
+    net = _net(3)
+    prune_(net, PruneConfig(density=0.3, granularity="kernel", scope="layer"))
+    conv_mask = get_mask(net[0])
+    per_kernel = conv_mask.reshape(15, 9)
+    assert torch.all(per_kernel.all(1) | (~per_kernel).all(1))
+    assert abs(int(conv_mask.sum()) - 0.3 * 135) <= 9
+
+    net = _net(4)
+    prune_(net, PruneConfig(density=0.4, granularity="channel", scope="layer"))
+    for m in _layers(net).values():
+        rows = get_mask(m).reshape(m.weight.shape[0], -1)
+        assert torch.all(rows.all(1) | (~rows).all(1))
+        dead = ~rows.any(1)
+        assert torch.all(m.bias[dead] == 0)  # a removed channel is silent, not bias-driven

@@ -1,0 +1,82 @@
+"""Quantized weights take at most 2^k values per scale group; thresholds and biases sit on the grid."""
+import pytest
+import torch
+from torch import nn
+
+import spikec
+from spikec.compress import PruneConfig, QuantConfig, freeze_, prepare_qat_, prune_, quantize_
+from spikec.compress.masks import get_mask
+
+
+def _net(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(2, 6, 3), spikec.IF(threshold=0.9), nn.Flatten(), nn.Linear(24, 5))
+
+
+def _groups(w, group):
+    return w.reshape(w.shape[0], -1) if group == "channel" else w.reshape(1, -1)
+
+
+@pytest.mark.parametrize("group", ["layer", "channel"])
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_at_most_two_to_the_k_values_per_scale_group(bits, group):
+    net = _net(bits)
+    prune_(net, PruneConfig(density=0.5))
+    masks = {i: get_mask(net[i]).clone() for i in (0, 3)}
+    info = quantize_(net, QuantConfig(bits=bits, group=group))
+    for i in (0, 3):
+        w = net[i].weight.detach()
+        assert torch.all(w[~masks[i]] == 0)  # zeros stay zero
+        for row, s in zip(_groups(w, group), info[str(i)]["scale"].expand(_groups(w, group).shape[0])):
+            assert row.unique().numel() <= 2 ** bits
+            levels = row / s
+            assert torch.allclose(levels, levels.round(), atol=1e-5)
+            assert levels.abs().max() <= 2 ** (bits - 1) - 1 + 1e-3
+
+
+def test_threshold_and_bias_are_whole_numbers_of_weight_steps():
+    net = _net(7)
+    info = quantize_(net, QuantConfig(bits=4))
+    s = info["0"]["scale"]
+    assert info["0"]["on_grid"]
+    n = 0.9 / s
+    assert torch.allclose(n, n.round(), atol=1e-4)
+    assert torch.allclose(net[0].bias / s, (net[0].bias / s).round(), atol=1e-4)
+    # per channel: every channel's scale divides the threshold
+    net = _net(8)
+    info = quantize_(net, QuantConfig(bits=4, group="channel"))
+    n = 0.9 / info["0"]["scale"]
+    assert torch.allclose(n, n.round(), atol=1e-4)
+    assert not info["3"]["on_grid"]  # the readout layer drives no neuron
+
+
+def test_binary_and_ternary_weights():
+    net = _net(3)
+    quantize_(net, QuantConfig(mode="binary", group="channel"))
+    for row in net[0].weight.detach().reshape(6, -1):
+        vals = row.unique()
+        assert vals.numel() == 2 and torch.allclose(vals[0], -vals[1])
+    net = _net(4)
+    w = net[3].weight.detach().clone()
+    quantize_(net, QuantConfig(mode="ternary", grid_thresholds=False))
+    q = net[3].weight.detach()
+    assert q.unique().numel() <= 3
+    cut = 0.7 * w.abs().mean()
+    assert torch.all((q == 0) == (w.abs() <= cut))
+    assert torch.allclose(q.abs().max(), w.abs()[w.abs() > cut].mean())
+
+
+def test_qat_passes_gradients_straight_through_and_freezes_to_the_same_values():
+    net = _net(5)
+    keys = set(net.state_dict())
+    prepare_qat_(net, QuantConfig(bits=3))
+    lin = net[3]
+    feats = torch.randn(4, 24)
+    out = lin(feats)
+    out.sum().backward()
+    # d out / d weight_fp through the STE is the gradient of a linear layer: sum of inputs
+    assert torch.allclose(lin.weight_fp.grad, feats.sum(0).expand(5, 24))
+    expected = lin.weight.detach().clone()
+    freeze_(net)
+    assert torch.equal(net[3].weight.detach(), expected)
+    assert set(net.state_dict()) == keys

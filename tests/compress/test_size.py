@@ -1,0 +1,46 @@
+"""Model size counts the index or mask overhead of every layer, in its cheapest real format."""
+import torch
+from torch import nn
+
+from spikec.compress.size import layer_size, model_size, relative_index_entries
+
+
+def test_relative_index_entries_by_hand():
+    mask = torch.zeros(30, dtype=torch.bool)
+    mask[[0, 3, 20]] = True
+    # gaps 1, 3, 17 with 2-bit gaps (up to 4): 1 + 1 + ceil(17 / 4) = 7 entries (4 of them fillers)
+    assert relative_index_entries(mask, 2) == 7
+    assert relative_index_entries(mask, 5) == 3
+
+
+def test_layer_size_picks_the_cheapest_format():
+    dense = torch.ones(10, 10)
+    s = layer_size(dense, bits=4)
+    assert s.encoding == "dense" and s.index_bits == 0 and s.value_bits == 400
+    w = torch.zeros(10, 10)
+    w[0, 0] = w[9, 9] = 1.0
+    s = layer_size(w, bits=4)
+    # bitmap: 100 + 8; relative with r=7 (gap up to 128): 2 entries x (4 + 7) = 22 -> relative wins
+    assert s.nonzero == 2 and s.total_bits == 22
+    conv = torch.zeros(4, 4, 3, 3)
+    conv[1, 2] = 1.0
+    conv[3, 0] = 1.0
+    s = layer_size(conv, bits=4)
+    # kernel bitmap: 16 bits + 2 kernels x 9 values x 4 bits = 88; element formats cost more
+    assert s.encoding.startswith("kernel") and s.total_bits <= 88
+
+
+def test_model_size_and_ratio_count_biases_and_scales():
+    net = nn.Sequential(nn.Linear(8, 4), nn.Linear(4, 2, bias=False))
+    with torch.no_grad():
+        net[0].weight.zero_()
+        net[0].weight[0, :2] = 1.0
+    net[0].register_buffer("weight_scale", torch.ones(1), persistent=False)
+    net[0].__dict__["_spikec_weight_bits"] = 4
+    report = model_size(net)
+    assert report.dense_bits == 32 * (32 + 4 + 8)
+    first = report.layers["0"]
+    assert first.total_bits == first.index_bits + first.value_bits + 32 * (1 + 4)
+    second = report.layers["1"]  # dense float weights, no bias: stored as they are
+    assert second.encoding == "dense" and second.total_bits == 32 * 8
+    assert report.ratio == report.dense_bits / report.compressed_bits

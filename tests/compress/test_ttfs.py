@@ -1,0 +1,73 @@
+"""Compression of a converted TTFS network: its synapses are pruned, quantized and counted too."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from spikec.compress import CompressConfig, FinetuneConfig, PruneConfig, QuantConfig, compress_, prune_, quantize_
+from spikec.compress.masks import get_mask
+from spikec.compress.metrics import activity
+
+ttfs = pytest.importorskip("spikec.conversion.ttfs")
+
+
+def _ttfs_net(seed=0):
+    from spikec.models import build_model
+
+    torch.manual_seed(seed)
+    ann = build_model("vgg", (1, 8, 8), 3, layers=[4, "M", 6, "M"], hidden=(), batch_norm=False)
+    x = torch.rand(32, 1, 8, 8)
+    return ttfs.convert_ttfs(ann, x, time_bits=3), x
+
+
+def _synapses(snn):
+    return {n: m for n, m in snn.named_modules() if n.endswith(".synapses.0")}
+
+
+def test_masks_hold_in_the_forward_pass_of_a_ttfs_network():
+    snn, x = _ttfs_net()
+    prune_(snn, PruneConfig(density=0.3))
+    syn = _synapses(snn)
+    first = syn["ops.features_0.synapses.0"]
+    mask = get_mask(first)
+    with torch.no_grad():
+        first.weight[~mask] = 5.0
+    snn(x)
+    assert torch.all(first.weight[~mask] == 0)  # the owning layer's hook re-applied the mask
+
+
+def test_quantized_ttfs_weights_sit_on_a_grid_that_divides_the_threshold():
+    snn, _ = _ttfs_net(1)
+    info = quantize_(snn, QuantConfig(bits=3))
+    for name, m in _synapses(snn).items():
+        w = m.weight.detach()
+        assert w.unique().numel() <= 2 ** 3
+        if "readout" not in name:  # spiking layers have threshold 1
+            assert info[name]["on_grid"]
+            n = 1.0 / info[name]["scale"]
+            assert torch.allclose(n, n.round(), atol=1e-4)
+
+
+def test_ttfs_synaptic_operations_are_input_spikes_times_fan_out():
+    snn, x = _ttfs_net(2)
+    prune_(snn, PruneConfig(density=0.5))
+    y = torch.zeros(len(x), dtype=torch.long)
+    a = activity(snn, (x, y))
+    first = _synapses(snn)["ops.features_0.synapses.0"]
+    events = (snn.encoder(x, snn.simulation)[0] < 1).float()  # input spikes (too small a value rounds to silence)
+    expected = F.conv2d(events, (first.weight != 0).float(), padding=1).sum() / len(x)
+    assert a.layers["ops.features_0.synapses.0"]["sops_per_inference"] == pytest.approx(float(expected))
+    assert a.snn_macs_per_inference == 0  # every layer is fed spikes
+
+
+def test_compress_a_ttfs_network_end_to_end():
+    snn, x = _ttfs_net(3)
+    y = (x.flatten(1)[:, :3].argmax(1))
+    total = sum(m.weight.numel() for m in _synapses(snn).values())
+    cfg = CompressConfig(prune=PruneConfig(density=0.25, interval=1), quant=QuantConfig(bits=4),
+                         finetune=FinetuneConfig(epochs=1, quant_epochs=1, batch_size=8))
+    report = compress_(snn, cfg, (x, y))
+    assert sum(int(get_mask(m).sum()) for m in _synapses(snn).values()) == round(0.25 * total)
+    assert snn.simulation.simulator == "analytic"  # fine-tuned stepped, then restored
+    for m in _synapses(snn).values():
+        assert torch.all(m.weight[~get_mask(m)] == 0)
+    assert report.attention_layers == ["ops." + n for n, _ in snn.spiking_layers()]  # the hidden TTFS layers

@@ -1,0 +1,116 @@
+"""The energy study and its files: keys, numbers that add up, ablation directions, HTML, HDF5, CLI."""
+import base64
+import json
+import re
+
+import h5py
+import pytest
+import torch
+
+from spikec.checkpoint import save_checkpoint
+from spikec.cli.main import main
+from spikec.conversion.ttfs import ttfs_checkpoint
+from spikec.hardware.config import HardwareConfig
+from spikec.hardware.report import FIGURES, write_report
+from spikec.hardware.study import energy_study
+
+TOP_KEYS = {"accuracy", "energy_per_inference_j", "latency_s", "spikes_per_inference", "layers", "ablations",
+            "baselines", "tta", "variation", "config"}
+COMPONENTS = {"total", "crossbar", "neuron", "driver", "buffer", "static"}
+
+
+@pytest.fixture(scope="module")
+def study(mlp_snn, digits):
+    x, y = digits[1].tensors
+    return energy_study(mlp_snn, x[:60], y[:60], digits[0].tensors[0][:128], HardwareConfig(tta_fraction=0.5),
+                        chips=2, sigmas=(0.0, 0.2), tta_fractions=(0.3, 1.0), rate_timesteps=16,
+                        iso_accuracy=False, progress=False)
+
+
+def test_report_keys_and_sums(study):
+    r = study.report
+    assert TOP_KEYS <= set(r)
+    assert set(r["energy_per_inference_j"]) == COMPONENTS
+    e = r["energy_per_inference_j"]
+    assert e["total"] == pytest.approx(sum(e[k] for k in COMPONENTS - {"total"}), rel=1e-9)
+    assert all(v > 0 for v in e.values())
+    assert e["total"] == pytest.approx(sum(l["energy_per_inference_j"]["total"] for l in r["layers"]), rel=1e-9)
+    assert r["latency_s"] == pytest.approx(sum(l["latency_s"] for l in r["layers"]), rel=1e-9)
+    for layer in r["layers"]:
+        assert COMPONENTS <= set(layer["energy_per_inference_j"])
+        assert layer["tiles"]["tiles"] >= 1 and layer["latency_s"] > 0
+    assert set(r["ablations"]) == {"no_power_gating", "no_tta"}
+    for a in r["ablations"].values():
+        assert set(a["energy_per_inference_j"]) == COMPONENTS and a["latency_s"] > 0
+    assert {"rate_snn_crossbar", "ann_digital_fp32", "ann_digital_int8", "ann_reram_adc"} <= set(r["baselines"])
+    for b in r["baselines"].values():
+        assert b["energy_per_inference_j"]["total"] > 0
+    assert [row["fraction"] for row in r["tta"]] == [0.3, 1.0]
+    assert {"fraction", "accuracy", "energy_j", "latency_s"} <= set(r["tta"][0])
+    rows = {(v["sigma"], v["compensation"]) for v in r["variation"]}
+    assert rows == {(s, c) for s in (0.0, 0.2) for c in ("none", "mfta", "ideal")}
+    assert all({"sigma", "compensation", "accuracy_mean", "accuracy_std", "chips"} <= set(v) for v in r["variation"])
+    assert r["config"] == HardwareConfig(tta_fraction=0.5).to_dict()
+    json.dumps(r)
+
+
+def test_ablations_go_the_right_way(study):
+    r = study.report
+    main_e = r["energy_per_inference_j"]["total"]
+    assert r["ablations"]["no_power_gating"]["energy_per_inference_j"]["total"] > main_e
+    assert r["ablations"]["no_tta"]["energy_per_inference_j"]["total"] > main_e
+    assert r["ablations"]["no_tta"]["latency_s"] > r["latency_s"]
+    # without variation, sigma = 0 rows are the nominal accuracy whatever the compensation
+    zero = [v for v in r["variation"] if v["sigma"] == 0.0]
+    assert len({v["accuracy_mean"] for v in zero}) == 1 and all(v["accuracy_std"] == 0 for v in zero)
+
+
+def test_report_files(study, tmp_path):
+    out = tmp_path / "rep"
+    write_report(study, out)
+    assert sorted(p.name for p in out.iterdir()) == ["events.h5", "figures", "report.html", "report.json"]
+    assert sorted(p.name for p in (out / "figures").iterdir()) == sorted(f"{f}.png" for f in FIGURES)
+    assert json.loads((out / "report.json").read_text())["accuracy"] == study.report["accuracy"]
+    page = (out / "report.html").read_text()
+    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(images) == len(FIGURES)
+    assert all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
+    assert "http://" not in page and "https://" not in page
+    with h5py.File(out / "events.h5") as f:
+        names = [l["name"] for l in study.report["layers"]]
+        assert sorted(f["layers"]) == sorted(names)
+        samples = study.report["samples"]
+        spikes = sum(f["layers"][n]["spike_time_histogram"][()].sum() for n in names)
+        assert spikes == pytest.approx(study.report["spikes_per_inference"] * samples * study.report["chips"])
+        assert f["samples"]["energy_j"].shape == (study.report["chips"], samples)
+        assert f["samples"]["energy_j"][()].mean() == pytest.approx(study.report["energy_per_inference_j"]["total"])
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_cli_energy(mlp_snn, tmp_path, capsys):
+    path = tmp_path / "snn.pt"
+    save_checkpoint(path, ttfs_checkpoint(mlp_snn))
+    out = tmp_path / "report"
+    rc = main(["energy", str(path), "--dataset", "digits", "--hardware", "twin-column", "--chips", "2",
+               "--sigmas", "0,0.2", "--samples", "40", "--calib", "64", "--rate-timesteps", "8",
+               "--no-iso-accuracy", "--no-progress", "--out", str(out), "--json"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"accuracy", "energy_per_inference_j", "latency_s", "saving_vs_rate_snn"} <= set(summary)
+    assert (out / "report.json").exists() and (out / "events.h5").exists()
+
+
+def test_cli_errors(mlp_snn, tmp_path, capsys):
+    path = tmp_path / "snn.pt"
+    save_checkpoint(path, ttfs_checkpoint(mlp_snn))
+    assert main(["energy", str(path), "--chips", "0"]) == 2
+    bad = tmp_path / "hw.toml"
+    bad.write_text("tile_rowz = 4\n")
+    assert main(["energy", str(path), "--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "--chips" in err[0] and "tile_rowz" in err[1]
+    ann = tmp_path / "ann.pt"
+    save_checkpoint(ann, {"kind": "ann", "arch": "mlp", "arch_config": {"input_shape": [1, 8, 8], "num_classes": 10},
+                          "state_dict": {}})
+    assert main(["energy", str(ann)]) == 2
+    assert "needs a ttfs_snn" in capsys.readouterr().err

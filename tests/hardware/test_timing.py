@@ -1,0 +1,81 @@
+"""Spike times on the chip: an ideal chip reproduces the TTFS SNN exactly; TTA and ramp rules by hand."""
+import math
+
+import pytest
+import torch
+
+from spikec.hardware.config import HardwareConfig
+from spikec.hardware.evaluate import PEModel
+from spikec.hardware.simulate import run_program
+from spikec.hardware.timing import RunOptions, fire_steps, tta_stop
+
+INF = math.inf
+
+
+def _snn_steps(snn, x, steps=64):
+    snn.set_simulation("stepped", 6)
+    with torch.no_grad():
+        out = snn.run(x.double())
+    snn.set_simulation("analytic", 6)
+    return {k: torch.where(v < 1, torch.round(v * steps), torch.full_like(v, INF)) for k, v in out.items()
+            if k not in ("encoder", "readout")}, out["readout"]
+
+
+@pytest.mark.parametrize("name", ["lenet_snn", "mlp_snn"])
+@pytest.mark.parametrize("levels", [None, 2**20])
+def test_chip_reproduces_snn_spike_times(request, digits, name, levels):
+    """Software weights (ideal chip), or 20-bit cells on a nominal chip: every spike at the SNN's step."""
+    snn = request.getfixturevalue(name)
+    x, y = digits[1].tensors
+    x = x[:100]
+    model = PEModel.from_snn(snn, HardwareConfig() if levels is None else HardwareConfig(cell_levels=levels))
+    chips = model.ideal() if levels is None else model.nominal()
+    run = run_program(model.program, chips, x, model.config, RunOptions(tta=False), with_energy=False)
+    expected, scores = _snn_steps(snn, x)
+    for layer, result in run.layers.items():
+        if layer == "readout":
+            continue
+        steps, got = expected[layer], result.steps[0]
+        same = float((got == steps).double().mean())
+        assert same == 1.0 if levels is None else same > 0.995, (layer, same)
+    # first-spike readout: the chosen class is within one time step of the best score
+    charge = scores / snn.readout.scale
+    picked = charge.gather(1, run.predictions[0].clamp(min=0).unsqueeze(1)).squeeze(1)
+    assert bool((run.predictions[0] >= 0).all())
+    assert float((charge.max(1).values - picked).max()) <= 1.0 / 64 + 1e-12
+
+
+def test_tta_stop_rule():
+    steps = torch.tensor([[2.0, INF, 5.0, 3.0]])
+    assert tta_stop(steps, 0.5, 8).tolist() == [4.0]  # 2 of 4 fired by the end of step 3
+    assert tta_stop(steps, 0.75, 8).tolist() == [6.0]  # 3 of 4 by the end of step 5
+    assert tta_stop(steps, 1.0, 8).tolist() == [8.0]  # never all: the window closes
+    assert tta_stop(steps, 1.0, 8, first=True).tolist() == [3.0]
+    assert tta_stop(steps, 0.75, 8, tta_time=4).tolist() == [4.0]
+
+
+def test_ramp_slope_and_dead_ramp():
+    charge = torch.tensor([0.25, 0.25, 1.2, 0.5], dtype=torch.float64)
+    ramp = torch.tensor([1.0, 0.5, -0.1, -0.1], dtype=torch.float64)
+    theta = torch.ones(4, dtype=torch.float64)
+    one = fire_steps(charge, ramp, theta, 8)
+    two = fire_steps(charge, ramp, theta, 8, windows=2)
+    # slope 1: 0.25 + (m+1)/8 >= 1 + 1/16 first at m = 6; slope 1/2 needs 12 steps (second window)
+    assert one.tolist() == [6.0, INF, 0.0, INF]
+    assert two.tolist() == [6.0, 12.0, 0.0, INF]
+
+
+def test_tta_silences_late_neurons_and_saves(mlp_snn, digits):
+    x, y = digits[1].tensors
+    model = PEModel.from_snn(mlp_snn, HardwareConfig())
+    chips = model.nominal()
+    full = model.evaluate(chips, x[:80], y[:80], RunOptions(tta=False))
+    cut = model.evaluate(chips, x[:80], y[:80], RunOptions(tta=True, tta_fraction=0.3))
+    assert cut.spikes < full.spikes
+    assert cut.latency_s < full.latency_s
+    assert cut.energy["total"] < full.energy["total"]
+    gated = model.evaluate(chips, x[:80], y[:80], RunOptions(power_gating=True, tta=False))
+    ungated = model.evaluate(chips, x[:80], y[:80], RunOptions(power_gating=False, tta=False))
+    assert gated.energy["crossbar"] < ungated.energy["crossbar"]
+    assert gated.energy["neuron"] < ungated.energy["neuron"]
+    assert gated.accuracy == ungated.accuracy and gated.latency_s == ungated.latency_s
