@@ -20,7 +20,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from spikec.errors import UsageError
-from spikec.hardware.files import atomic_write_text
+from spikec.io.atomic import atomic_write_text
 
 PRESETS = ("twin-column",)
 _OPTIONAL_INTS = ("tta_time", "buffer_bits", "ann_input_bits")

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from spikec.hardware.config import field_docs
-from spikec.hardware.files import atomic_path, atomic_write_bytes, atomic_write_text
+from spikec.io.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 
 FIGURES = ("energy_breakdown", "spikes_per_layer", "tta_tradeoff", "variation", "baselines")
 PARTS = ("crossbar", "neuron", "driver", "buffer", "static")
@@ -143,8 +143,9 @@ def _energy_bars(report: dict) -> tuple[list[str], list[float]]:
             report["ablations"]["no_power_gating"]["energy_per_inference_j"]["total"],
             report["ablations"]["no_tta"]["energy_per_inference_j"]["total"]]
     for name, b in report["baselines"].items():
-        labels.append(name.replace("_", " "))
-        vals.append(b["energy_per_inference_j"]["total"])
+        if b["energy_per_inference_j"]["total"] is not None:
+            labels.append(name.replace("_", " "))
+            vals.append(b["energy_per_inference_j"]["total"])
     return labels, vals
 
 

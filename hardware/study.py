@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 import spikec
+from spikec.errors import SpikecError
 from spikec.hardware.baselines import digital_energy, rate_snn_energy, reram_adc_energy, value_network
 from spikec.hardware.config import HardwareConfig
 from spikec.hardware.evaluate import EnergyResult, PEModel
@@ -96,17 +97,21 @@ def energy_study(
     variation = model.variation_sweep(x, y, calib, sigmas, compensations, chips, options, progress)
 
     T = int(rate_timesteps or config.window_steps)
-    rate_net = rate_snn if rate_snn is not None else rate_snn_for(snn, calib_x, T)
-    baselines = {"rate_snn_crossbar": rate_snn_energy(model, rate_net, x, y)}
-    if iso_accuracy and rate_snn is None:
-        baselines["rate_snn_crossbar_iso_accuracy"] = _iso_accuracy_rate(model, snn, calib_x, x, y, main.accuracy)
+    baselines = {}
+    try:
+        rate_net = rate_snn if rate_snn is not None else rate_snn_for(snn, calib_x, T)
+        baselines["rate_snn_crossbar"] = rate_snn_energy(model, rate_net, x, y)
+        if iso_accuracy and rate_snn is None:
+            baselines["rate_snn_crossbar_iso_accuracy"] = _iso_accuracy_rate(model, snn, calib_x, x, y, main.accuracy)
+    except SpikecError as exc:  # e.g. a network the rate converter or the alignment cannot handle
+        baselines["rate_snn_crossbar"] = {"error": str(exc), "energy_per_inference_j": {"total": None}}
     baselines["ann_digital_fp32"] = digital_energy(model, "fp32")
     baselines["ann_digital_int8"] = digital_energy(model, "int8")
     baselines["ann_reram_adc"] = reram_adc_energy(model, x)
     total = main.energy["total"]
     for b in baselines.values():
         other = b["energy_per_inference_j"]["total"]
-        b["pe_saving"] = 1.0 - total / other if other > 0 else None
+        b["pe_saving"] = 1.0 - total / other if other else None
 
     layers = []
     for name, entry in main.layers.items():

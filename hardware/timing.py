@@ -135,7 +135,6 @@ def run_layer(
     """
     layer = chip.crossbar.layer
     S = config.window_steps
-    C, B = steps_in.shape[:2]
     t_unf = unroll_inputs(layer, steps_in.to(torch.float64), INF)  # [C, B, P, N]
     P = t_unf.shape[2]
     values = torch.where(t_unf < S, (S - t_unf) / S, torch.zeros_like(t_unf))

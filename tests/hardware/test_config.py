@@ -74,3 +74,11 @@ def test_missing_file_and_unknown_preset(tmp_path):
 def test_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         HardwareConfig().sigma = 1.0
+
+
+def test_docs_list_every_parameter():
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "docs" / "hardware-model.md").read_text()
+    for row in field_docs():
+        assert f"`{row['name']}`" in text, row["name"]

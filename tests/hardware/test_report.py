@@ -5,7 +5,6 @@ import re
 
 import h5py
 import pytest
-import torch
 
 from spikec.checkpoint import save_checkpoint
 from spikec.cli.main import main
@@ -38,6 +37,8 @@ def test_report_keys_and_sums(study):
     assert r["latency_s"] == pytest.approx(sum(l["latency_s"] for l in r["layers"]), rel=1e-9)
     for layer in r["layers"]:
         assert COMPONENTS <= set(layer["energy_per_inference_j"])
+        if layer["name"] != "readout":  # the readout is not a spiking module in the SNN
+            assert layer["snn_spikes_per_inference"] > 0
         assert layer["tiles"]["tiles"] >= 1 and layer["latency_s"] > 0
     assert set(r["ablations"]) == {"no_power_gating", "no_tta"}
     for a in r["ablations"].values():
