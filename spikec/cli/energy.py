@@ -104,6 +104,9 @@ def _print(report: dict, result: dict, dataset: str, out: str) -> None:
           f"{report['spikes_per_inference']:.1f} spikes")
     for name, b in report["baselines"].items():
         saving = b.get("pe_saving")
+        if b["energy_per_inference_j"]["total"] is None:
+            print(f"  {name}: not available ({b.get('error')})")
+            continue
         text = "n/a" if saving is None else f"{saving:+.1%}"
         print(f"  {name}: {b['energy_per_inference_j']['total'] * 1e9:.3f} nJ (PE saving {text})")
     print(f"report written to {out}/report.json, report.html, figures/, events.h5")

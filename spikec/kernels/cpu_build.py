@@ -19,8 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("lif_cpu.cpp")
-FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math",
-         "-fno-fast-math", "-std=c++17", "-fPIC", "-shared", "-pthread")
+# -ffp-contract=off: no FMA contraction, so every op rounds as torch's separate ops do (exact spikes).
+# -fno-trapping-math: lets branch-free selects between float results vectorise; it changes no value
+# (it only waives FP exception flags; no -ffast-math, which would reassociate and change results).
+FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-std=c++17", "-fPIC", "-shared",
+         "-pthread")
 DISABLE_ENV = "SPIKEC_NO_CPU_KERNEL"
 CACHE_ENV = "SPIKEC_CACHE_DIR"
 

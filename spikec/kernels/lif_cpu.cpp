@@ -6,6 +6,8 @@
 // Neurons are cut into chunks of CHUNK; threads take pieces of a few chunks each. Inside a
 // chunk the loop runs over time and the inner loop over neurons is contiguous in memory, so it
 // vectorises; the membrane of the chunk stays in a small stack array (L1), never in memory.
+// Each output row segment is built in an L1 buffer, then written out: with streaming stores when
+// the output is too large to stay cached, after asking for huge pages on the fresh output.
 //
 // Arithmetic mirrors the torch reference op by op: every op on fp16/bf16 is computed in float and
 // rounded back to the storage type (as ATen does), and the build disables FMA contraction, so the

@@ -79,3 +79,20 @@ def test_tta_silences_late_neurons_and_saves(mlp_snn, digits):
     assert gated.energy["crossbar"] < ungated.energy["crossbar"]
     assert gated.energy["neuron"] < ungated.energy["neuron"]
     assert gated.accuracy == ungated.accuracy and gated.latency_s == ungated.latency_s
+
+
+def test_conv_copies_run_positions_in_parallel(lenet_snn, digits):
+    x, y = digits[1].tensors[0][:50], digits[1].tensors[1][:50]
+    one = PEModel.from_snn(lenet_snn, HardwareConfig())
+    four = PEModel.from_snn(lenet_snn, HardwareConfig(conv_copies=4))
+    a = one.evaluate(one.nominal(), x, y, RunOptions(tta=False))
+    b = four.evaluate(four.nominal(), x, y, RunOptions(tta=False))
+    first = one.layer_names[0]
+    assert b.layers[first]["tiles"]["tiles"] == 4 * a.layers[first]["tiles"]["tiles"]
+    assert b.layers[first]["latency_s"] == pytest.approx(a.layers[first]["latency_s"] / 4)
+    assert b.accuracy == a.accuracy and b.spikes == a.spikes
+    assert b.energy["crossbar"] == pytest.approx(a.energy["crossbar"], rel=1e-9)
+    # each copy is its own set of cells: under variation the copies differ
+    chips = four.chips(1, sigma=0.1)
+    assert not torch.equal(chips[0].g_pos[0, 0], chips[0].g_pos[0, 1])
+    assert four.predict(chips, x, RunOptions()).shape == (1, 50)

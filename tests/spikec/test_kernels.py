@@ -178,6 +178,19 @@ def test_cpu_kernel_float64_and_threads():
         torch.set_num_threads(threads)
 
 
+def test_cpu_kernel_large_outputs_take_the_streaming_path():
+    """Outputs over 16 MB are written with streaming stores into huge-page-advised memory; an odd
+    N puts every row segment at a different alignment."""
+    cpu_kernel_or_skip()
+    x, v, beta, thr = make_case(8, 33, (131101,), torch.float32)
+    assert x.numel() * x.element_size() > 16 << 20
+    ref_s, ref_v, ref_g = run_with_grads((x, v, beta, thr), "subtract", ArcTan(), False, "torch", 8)
+    got_s, got_v, got_g = run_with_grads((x, v, beta, thr), "subtract", ArcTan(), False, "cpu", 8)
+    assert torch.equal(got_s, ref_s) and torch.equal(got_v, ref_v)
+    torch.testing.assert_close(got_g[0], ref_g[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got_g[1], ref_g[1], rtol=1e-5, atol=1e-6)
+
+
 def test_cpu_kernel_partial_outputs_and_no_grad():
     """Only spikes or only the membrane used downstream; inference stores nothing for backward."""
     cpu_kernel_or_skip()
