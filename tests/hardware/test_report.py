@@ -105,6 +105,9 @@ def test_cli_errors(mlp_snn, tmp_path, capsys):
     path = tmp_path / "snn.pt"
     save_checkpoint(path, ttfs_checkpoint(mlp_snn))
     assert main(["energy", str(path), "--chips", "0"]) == 2
+    assert main(["energy", str(path), "--threads", "0"]) == 2
+    capsys.readouterr()
+    assert main(["energy", str(path), "--chips", "0"]) == 2
     bad = tmp_path / "hw.toml"
     bad.write_text("tile_rowz = 4\n")
     assert main(["energy", str(path), "--config", str(bad)]) == 2
