@@ -28,7 +28,7 @@ def add_parser(subparsers, parents):
     p.add_argument("--quant-mode", choices=QUANT_MODES, default=None, help="int (default), binary, binaryconnect, ternary")
     p.add_argument("--quant-group", choices=QUANT_GROUPS, default=None, help="one scale per layer (default) or channel")
     p.add_argument("--method", choices=PRUNE_METHODS, default=None, help="dnr (default) or magnitude")
-    p.add_argument("--granularity", choices=GRANULARITIES, default=None, help="weight (default), kernel or channel")
+    p.add_argument("--granularity", choices=GRANULARITIES, default=None, help="weight (default), row (1 x k kernel rows), kernel or channel")
     p.add_argument("--scope", choices=SCOPES, default=None, help="layer (default) or global magnitude ranking")
     p.add_argument("--schedule", choices=SCHEDULES, default=None, help="gradual (default) or oneshot pruning")
     p.add_argument("--skip-first", action="store_true", help="leave the first Conv/Linear layer dense and unquantized")
@@ -49,7 +49,7 @@ def add_parser(subparsers, parents):
 def build_config(args):
     """The CompressConfig the flags ask for, on top of ``--config`` (or the defaults) where given."""
     from spikec.compress.config import (
-        AttentionConfig, CompressConfig, FinetuneConfig, LayerSelection, PruneConfig, QuantConfig, load_toml,
+        AttentionConfig, CompressConfig, LayerSelection, PruneConfig, QuantConfig, load_toml,
     )
 
     def given(**kw):

@@ -33,8 +33,6 @@ def add_parser(subparsers, parents):
     p.add_argument("--no-iso-accuracy", action="store_true",
                    help="skip the rate baseline at the fewest steps matching the PE's accuracy")
     p.add_argument("--out", default="energy_report", metavar="DIR", help="output folder (default energy_report)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads (default: torch's; 1 is fastest on a busy machine)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 
@@ -64,12 +62,6 @@ def run(args) -> dict:
         raise UsageError(f"--calib must be >= 1, got {args.calib}")
     if args.rate_timesteps is not None and args.rate_timesteps < 1:
         raise UsageError(f"--rate-timesteps must be >= 1, got {args.rate_timesteps}")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads must be >= 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
     sigmas = _sigmas(args.sigmas)
     config = preset(args.hardware)
     if args.config:

@@ -17,8 +17,6 @@ def add_parser(subparsers, parents):
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0, help="seeds stochastic input coding")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's choice; 1 is fastest for small models on a busy machine)")
     return p
 
 
@@ -33,10 +31,6 @@ def run(args) -> dict:
         raise UsageError(f"--timesteps must be >= 1, got {args.timesteps}")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
     model, ckpt = load_model(args.checkpoint)
     train_data, test_data, info = load_dataset(args.dataset, format=args.format)
     _check_shapes(args.checkpoint, ckpt, info)

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print the results as one JSON object on the last line")
     common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    common.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op CPU threads (default: torch's; 1 is fastest for small models on a busy "
+                             "machine)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
         add_parser, run = _command(name)
@@ -65,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _set_threads(args.threads)
         result = args._run(args)
     except UsageError as exc:
         if args.debug:
@@ -82,6 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.json and result is not None:  # None: a process with nothing to report (a non-zero torchrun rank)
         sys.stdout.write(json.dumps(result, default=_jsonable) + "\n")
     return 0
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    if threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def _one_line(exc: BaseException) -> str:

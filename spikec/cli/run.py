@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import sys
 import time
 
 from spikec.errors import UsageError
@@ -32,7 +31,6 @@ def add_parser(subparsers, parents):
     p.add_argument("--density", type=float, default=0.1, help="compression: fraction of weights kept (default 0.1)")
     p.add_argument("--bits", type=int, default=4, help="compression: weight bits (default 4)")
     p.add_argument("--chips", type=int, default=None, help="energy: Monte-Carlo chips (default 10, --quick 2)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -79,10 +77,6 @@ def run(args) -> dict:
         raise UsageError(f"--coding: unknown coding {', '.join(bad) or '(none)'}; choose from {', '.join(CODINGS)}")
     out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
     os.makedirs(out, exist_ok=True)
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
     parser = build_parser()
     stages = _stages(args, out, codings)
     results, rows = {}, []

@@ -31,8 +31,6 @@ def add_parser(subparsers, parents):
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0, help="seeds the weights, batch order and input spikes")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's choice; 1 is fastest for small models on a busy machine)")
     arch = p.add_argument_group("architecture options (only those the model has)")
     arch.add_argument("--pool", choices=("avg", "max"), default=None, help="pooling kind")
     arch.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None)
@@ -63,8 +61,6 @@ def run(args) -> dict:
 
     _check_args(args)
     distributed.init_from_env(args.device)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     train_data, test_data, info = load_dataset(args.dataset, format=args.format)
     cfg = _arch_options(args)
     torch.manual_seed(args.seed)
@@ -98,7 +94,7 @@ def _check_args(args) -> None:
     if args.model not in MODELS:
         raise UsageError(f"unknown model {args.model!r}; choose from {', '.join(MODELS)}")
     for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--timesteps", args.timesteps),
-                        ("--levels", args.levels), ("--threads", 1 if args.threads is None else args.threads)):
+                        ("--levels", args.levels)):
         if value < 1:
             raise UsageError(f"{flag} must be >= 1, got {value}")
     if not args.lr > 0:

@@ -9,7 +9,7 @@ import dataclasses
 import sys
 from dataclasses import dataclass, field
 
-GRANULARITIES = ("weight", "kernel", "channel")
+GRANULARITIES = ("weight", "row", "kernel", "channel")
 SCOPES = ("global", "layer")
 PRUNE_METHODS = ("magnitude", "dnr")
 SCHEDULES = ("gradual", "oneshot")
@@ -32,8 +32,8 @@ class LayerSelection:
 class PruneConfig:
     """Prune the selected layers to ``density`` (fraction of weights kept, over those layers).
 
-    ``granularity``: "weight" (unstructured), "kernel" (whole k x k kernels of a convolution; single
-    weights of a linear layer) or "channel" (whole output channels / rows). ``scope``: "global"
+    ``granularity``: "weight" (unstructured), "row" (1 x k rows of a convolution kernel), "kernel"
+    (whole k x k kernels of a convolution; single weights of a linear layer) or "channel" (whole output channels / rows). ``scope``: "global"
     ranks all selected layers together, "layer" prunes every layer by the same fraction.
     ``schedule``: "oneshot" prunes to ``density`` before fine-tuning; "gradual" starts dense and
     lowers the density every ``interval`` optimizer steps along the cubic schedule of Zhu & Gupta

@@ -11,7 +11,7 @@ The gradual schedule (Zhu & Gupta, 2018) lowers the density from 1 to the target
 before that; each step removes the smallest-magnitude connections, in every layer by the same
 fraction of what it holds ("layer" scope) or ranked over all layers ("global" scope).
 
-With "kernel" or "channel" granularity whole groups are dropped and regrown, scored by their
+With "row", "kernel" or "channel" granularity whole groups are dropped and regrown, scored by their
 mean magnitude and mean momentum; every layer keeps at least one group.
 """
 from __future__ import annotations

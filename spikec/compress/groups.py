@@ -1,8 +1,10 @@
 """Pruning granularities as groups of weights: a mask is chosen per group and expanded to weights.
 
-"weight": every weight is its own group. "kernel": the k x k kernel joining one input channel
-to one output channel of a convolution (single weights for a linear layer). "channel": a whole
-output channel (a row of a linear layer).
+"weight": every weight is its own group. "row": one row (the last dimension, 1 x k) of a
+convolution kernel, a block fine enough to prune almost like single weights yet indexed k times
+more cheaply (single weights for a linear layer). "kernel": the k x k kernel joining one input
+channel to one output channel of a convolution (single weights for a linear layer). "channel": a
+whole output channel (a row of a linear layer).
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ def group_size(shape: torch.Size | tuple, granularity: str) -> int:
         return 1
     if granularity == "channel":
         return int(torch.Size(shape)[1:].numel())
+    if granularity == "row":
+        return int(torch.Size(shape)[-1]) if len(shape) > 2 else 1
     if granularity == "kernel":
         return int(torch.Size(shape)[2:].numel()) if len(shape) > 2 else 1
     raise ValueError(f"unknown granularity {granularity!r}")

@@ -6,9 +6,11 @@ Each layer is charged for the cheapest of these real, decodable formats of its n
 - ``bitmap``: one bit per weight, plus the non-zero values;
 - ``relative-r``: each non-zero stored with an r-bit gap to the previous one (Han et al. 2016,
   Deep Compression); a gap beyond ``2^r`` costs an extra filler entry holding a zero;
-- ``kernel-bitmap`` / ``channel-bitmap``: one bit per k x k kernel (per output channel), plus every
-  value of the kept kernels (channels), zeros inside them included;
-- ``kernel-relative-r`` / ``channel-relative-r``: the same with r-bit gaps between kept groups.
+- ``row-bitmap`` / ``kernel-bitmap`` / ``channel-bitmap``: one bit per 1 x k kernel row (per k x k
+  kernel, per output channel), plus every value of the kept rows (kernels, channels), zeros inside
+  them included;
+- ``row-relative-r`` / ``kernel-relative-r`` / ``channel-relative-r``: the same with r-bit gaps
+  between kept groups.
 
 Values take ``bits`` each; every scale and every bias 32 bits. The dense reference stores all
 weights and biases as 32-bit floats, so ``ratio = dense_bits / compressed_bits``.
@@ -107,6 +109,8 @@ def layer_size(weight: torch.Tensor, bits: int = FLOAT_BITS, scales: int = 0, bi
     r, ib, vb = _best_relative(nz, bits)
     options[f"relative-{r}"] = (ib, vb)
     group_kinds = [("channel", w.reshape(w.shape[0], -1))]
+    if w.dim() > 2 and w.shape[-1] > 1:
+        group_kinds.append(("row", w.reshape(-1, w.shape[-1])))
     if w.dim() > 2 and w.shape[2:].numel() > 1:
         group_kinds.append(("kernel", w.reshape(-1, w.shape[2:].numel())))
     for kind, g in group_kinds:

@@ -39,7 +39,14 @@ def backend_unavailable_reason(backend: str, device: torch.device) -> str:
     return _unavailable_reason(backend, torch.device(device).type)
 
 
-@torch.compiler.assume_constant_result
+def _constant_to_compiler(fn):
+    """What ``torch.compiler.assume_constant_result`` does (it sets this flag), without importing
+    torch._dynamo, which would add 2 s to ``import spikec``; a compile test guards the flag's name."""
+    fn._dynamo_marked_constant = True
+    return fn
+
+
+@_constant_to_compiler
 def _unavailable_reason(backend: str, device_type: str) -> str:
     # a constant to torch.compile: it probes the file system and builds, nothing to trace
     if backend == "torch":

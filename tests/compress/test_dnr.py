@@ -78,3 +78,24 @@ def test_schedules():
     assert scheduled_density(p, 0.6) == pytest.approx(0.1)
     assert scheduled_density(PruneConfig(density=0.1, schedule="oneshot"), 0.0) == pytest.approx(0.1)
     assert math.isclose(decayed_rate(DNRConfig(prune_rate=0.3, decay="linear"), 0.25), 0.225)
+
+
+def test_row_granularity_rewires_whole_kernel_rows():
+    torch.manual_seed(0)
+    convs = {"a": nn.Conv2d(4, 6, 3, bias=False), "b": nn.Conv2d(6, 8, 3, bias=False)}
+    for conv in convs.values():
+        rows = conv.weight.shape[:3].numel()
+        keep = torch.zeros(rows, dtype=torch.bool)
+        keep[torch.randperm(rows)[: rows // 2]] = True
+        set_mask_(conv, keep.reshape(-1, 1).expand(-1, 3).reshape(conv.weight.shape))
+    dnr = DynamicRewiring(convs, DNRConfig(), granularity="row")
+    dnr.momenta["a"] = torch.full(convs["a"].weight.shape, 3.0)
+    dnr.momenta["b"] = torch.full(convs["b"].weight.shape, 1.0)
+    before = {n: int(get_mask(c).sum()) for n, c in convs.items()}
+    dnr.rewire(0.25)
+    for conv in convs.values():
+        per_row = get_mask(conv).reshape(-1, 3)
+        assert torch.all(per_row.all(1) | (~per_row).all(1))
+    after = {n: int(get_mask(c).sum()) for n, c in convs.items()}
+    assert sum(after.values()) == sum(before.values())  # what is pruned regrows, in whole rows
+    assert after["a"] > before["a"] and after["b"] < before["b"]  # towards the larger mean momentum

@@ -59,6 +59,14 @@ def test_kernel_and_channel_granularity_prune_whole_groups():
     assert torch.all(per_kernel.all(1) | (~per_kernel).all(1))
     assert abs(int(conv_mask.sum()) - 0.3 * 135) <= 9
 
+    net = _net(5)
+    prune_(net, PruneConfig(density=0.3, granularity="row", scope="layer"))
+    conv_mask = get_mask(net[0])
+    per_row = conv_mask.reshape(45, 3)
+    assert torch.all(per_row.all(1) | (~per_row).all(1))
+    assert abs(int(conv_mask.sum()) - 0.3 * 135) <= 3
+    assert not torch.all(conv_mask.reshape(15, 9).all(1) | (~conv_mask.reshape(15, 9)).all(1))  # finer than kernels
+
     net = _net(4)
     prune_(net, PruneConfig(density=0.4, granularity="channel", scope="layer"))
     for m in _layers(net).values():

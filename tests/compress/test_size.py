@@ -30,6 +30,22 @@ def test_layer_size_picks_the_cheapest_format():
     assert s.encoding.startswith("kernel") and s.total_bits <= 88
 
 
+def test_row_formats_by_hand():
+    conv = torch.zeros(8, 8, 3, 3)
+    conv[0, 0, 0] = 1.0   # row 0
+    conv[7, 7, 2] = -1.0  # row 191 (the last)
+    s = layer_size(conv, bits=4)
+    # row-relative with r = 8 (gaps up to 256): 2 rows x (8 + 3 x 4) = 40 bits (r = 7 needs a filler:
+    # 3 x 19 = 57); a row bitmap costs 192 + 24, a kernel bitmap 64 + 24, single weights 6 x (10 + 4)
+    assert s.encoding == "row-relative-8" and s.total_bits == 40
+    conv = torch.zeros(8, 8, 3, 3)
+    conv[:, :, 1, :] = 1.0  # every middle row: 64 of 192 rows, a third of the weights
+    s = layer_size(conv, bits=4)
+    # row bitmap: 192 + 64 x 3 x 4 = 960; relative-2 (gaps of 3): 64 x (2 + 12) = 896; a kernel
+    # bitmap 64 + 576 x 4 = 2368; single weights at best 192 x (2 + 4) = 1152 (gaps 1, 1, 7)
+    assert s.encoding == "row-relative-2" and s.total_bits == 896
+
+
 def test_model_size_and_ratio_count_biases_and_scales():
     net = nn.Sequential(nn.Linear(8, 4), nn.Linear(4, 2, bias=False))
     with torch.no_grad():

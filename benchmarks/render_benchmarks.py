@@ -1,0 +1,36 @@
+"""Write BENCHMARKS.md from the per-benchmark results in benchmarks/results/*.md.
+
+    python benchmarks/render_benchmarks.py
+"""
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+ORDER = ["neuron_kernels.md", "rate_conversion.md", "ttfs.md", "compression.md", "energy.md"]
+HEADER = [
+    "# Benchmarks\n",
+    "Every figure here comes from a script under `benchmarks/`, run on the machine and date stated in its section, "
+    "with the command that reproduces it. Speed comparisons are ratios measured side by side in one process, because "
+    "these machines are shared and noisy; treat absolute milliseconds as indicative only. No GPU was lent to the "
+    "sessions that recorded these numbers, so every figure is from the 2-core CPU machine; the Triton kernels were "
+    "validated for correctness only (under `TRITON_INTERPRET=1`), not timed.\n",
+    "Raw results for the longer runs sit beside the scripts in `benchmarks/results/*.json`. "
+    "This file is written by `python benchmarks/render_benchmarks.py`.\n",
+]
+
+
+def main() -> None:
+    parts = list(HEADER)
+    for name in ORDER:
+        path = ROOT / "benchmarks" / "results" / name
+        if path.exists():  # every heading one level down, under the file's title
+            parts.append(re.sub(r"^(#+) ", lambda m: "#" + m.group(1) + " ", path.read_text(), flags=re.M).strip() + "\n")
+    out = ROOT / "BENCHMARKS.md"
+    tmp = out.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(parts))
+    tmp.replace(out)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
