@@ -5,14 +5,15 @@ import torch
 from torch import nn
 
 from spikec.neurons import IF
-from spikec.surrogate import Surrogate
+from spikec.surrogate import Surrogate, relative_to_threshold
 
 
 class BalancedIF(IF):
     """IF neuron of a converted layer: threshold = the layer's activation scale, reset by subtraction.
 
     The initial membrane ``v_init_fraction * threshold`` (default one half, Bu et al. 2022) is a
-    buffer, so it follows the threshold through ``state_dict``. The threshold may be a scalar or
+    buffer, so it follows the threshold through ``state_dict``. Its surrogate gradient is measured
+    in thresholds (:func:`~spikec.surrogate.relative_to_threshold`). The threshold may be a scalar or
     hold one value per channel.
     """
 
@@ -21,6 +22,11 @@ class BalancedIF(IF):
         super().__init__(threshold=threshold, reset="subtract", v_init=0.0, surrogate=surrogate)
         del self.v_init
         self.register_buffer("v_init", float(v_init_fraction) * self.threshold.detach().clone())
+
+    def step_surrogate(self, threshold: torch.Tensor) -> Surrogate:
+        """The surrogate in units of the threshold: the thresholds of a converted network are its
+        activation scales, and fine-tuning needs the same relative gradient width in every layer."""
+        return relative_to_threshold(self.surrogate, threshold)
 
 
 class SpikeScale(nn.Module):

@@ -80,8 +80,13 @@ class LIF(SpikingModule):
             )
         threshold = self.threshold.to(x.dtype)
         beta = self.beta.to(x.dtype)
-        spikes, self.v = run_lif(x, v, beta, threshold, self.reset_mode, self.surrogate, self.detach_reset, self.backend)
+        spikes, self.v = run_lif(x, v, beta, threshold, self.reset_mode, self.step_surrogate(threshold),
+                                 self.detach_reset, self.backend)
         return spikes
+
+    def step_surrogate(self, threshold: torch.Tensor) -> Surrogate:
+        """The surrogate this forward pass uses; subclasses may adapt it to the threshold."""
+        return self.surrogate
 
     def extra_repr(self) -> str:
         thr = self.threshold

@@ -80,3 +80,24 @@ def test_qat_passes_gradients_straight_through_and_freezes_to_the_same_values():
     freeze_(net)
     assert torch.equal(net[3].weight.detach(), expected)
     assert set(net.state_dict()) == keys
+
+
+def test_scale_search_clips_an_outlier_for_a_finer_step():
+    # 99 weights spread over [-1, 1] and one outlier of 10: max scaling (10 / 7) rounds nearly all
+    # of them to 0 or +-1 step; the searched scale clips the outlier and keeps the rest
+    torch.manual_seed(0)
+    w = torch.cat([torch.linspace(-1, 1, 99), torch.tensor([10.0])]).reshape(1, 1, 10, 10)
+    for unit in (None, 0.9):
+        lin = nn.Conv2d(1, 1, 10, bias=False)
+        with torch.no_grad():
+            lin.weight.copy_(w)
+        net = nn.Sequential(lin, spikec.IF(threshold=unit)) if unit else nn.Sequential(lin)
+        info = quantize_(net, QuantConfig(bits=4))
+        s = float(info["0"]["scale"])
+        q = lin.weight.detach()
+        err = float((q - w).pow(2).sum())
+        max_scaled = (w / (10 / 7)).round().clamp(-7, 7) * (10 / 7)
+        assert s < 10 / 7 and err < float((max_scaled - w).pow(2).sum())
+        assert s >= 0.25 * 10 / 7 - 1e-6  # the search range
+        if unit:
+            assert info["0"]["on_grid"] and abs(unit / s - round(unit / s)) < 1e-4

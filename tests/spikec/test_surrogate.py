@@ -4,7 +4,9 @@ import math
 import pytest
 import torch
 
+from spikec import IF
 from spikec import surrogate as sg
+from spikec.surrogate import ArcTan, FastSigmoid, StraightThrough, Triangle
 
 
 def grad_at(s, points):
@@ -51,3 +53,35 @@ def test_by_name_round_trips():
         assert sg.by_name(s.name, s.alpha) == s
     with pytest.raises(ValueError, match="arctan"):
         sg.by_name("sigmoid")
+
+
+@pytest.mark.parametrize("base", [ArcTan(), Triangle(alpha=0.7), FastSigmoid(), StraightThrough()])
+@pytest.mark.parametrize("threshold", [torch.tensor(3.5), torch.tensor([0.5, 2.0, 8.0])])
+def test_threshold_relative_surrogate_is_the_base_on_membrane_over_threshold(base, threshold):
+    from spikec.surrogate import relative_to_threshold
+
+    x = torch.linspace(-10, 10, 61).reshape(-1, 1).expand(-1, threshold.numel())
+    rel = relative_to_threshold(base, threshold)
+    want = base.derivative(x / threshold) / threshold
+    torch.testing.assert_close(rel.derivative(x), want)
+    if threshold.numel() == 1 and isinstance(base, (ArcTan, Triangle)):
+        assert type(rel) is type(base)  # same closed form: the fused kernels keep running it
+
+
+def test_balanced_if_gradient_is_measured_in_thresholds():
+    from spikec.conversion.rate_modules import BalancedIF
+
+    torch.manual_seed(0)
+    x = (torch.rand(4, 3, 5) * 12).requires_grad_()
+    for thr in (torch.tensor(6.0), torch.tensor([[1.0], [6.0], [20.0]])):
+        neuron = BalancedIF(thr)
+        neuron.backend = "torch"
+        neuron(x).sum().backward()
+        g_conv = x.grad.clone()
+        x.grad = None
+        # the same neuron, written out: IF on x / thr with threshold 1 has the same spikes and,
+        # through the chain rule, d/dx = base'((v - thr) / thr) / thr at every step
+        ref = IF(threshold=1.0, reset="subtract", v_init=0.5, backend="torch")
+        ref(x / thr).sum().backward()
+        torch.testing.assert_close(g_conv, x.grad)
+        x.grad = None
