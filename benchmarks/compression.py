@@ -96,7 +96,7 @@ def measure(model, test_data, seed):
 
 
 def run_coding(args) -> dict:
-    from spikec.compress import compress_, compress_via_ann
+    from spikec.compress import FinetuneConfig, compress_, compress_via_ann
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -142,7 +142,7 @@ def run_coding(args) -> dict:
                    f"torch {torch.__version__}, {args.threads} thread(s)",
         "settings": {"arch": ARCH, "timesteps": args.timesteps, "time_bits": args.time_bits, "epochs": args.epochs,
                      "quant_epochs": args.quant_epochs, "lr": args.lr, "beta": args.beta, "seed": args.seed,
-                     "ann_epochs": args.ann_epochs},
+                     "ann_epochs": args.ann_epochs, "batch_size": FinetuneConfig().batch_size},
         "ann_accuracy": ann_acc, "uncompressed": base, "runs": rows, "seconds": time.perf_counter() - t0,
     }
 
@@ -161,7 +161,7 @@ def render() -> str:
                   f"- Command: `{r['command']}`", f"- Date: {r['date']}", f"- Machine: {r['machine']}",
                   f"- Network: VGG {s['arch']['layers']} (batch norm folded) on digits; ANN test accuracy "
                   f"{r['ann_accuracy']:.2%}; fine-tuning {s['epochs']} pruning + {s['quant_epochs']} quantization-aware "
-                  f"epochs, relative lr {s['lr']}, attention beta {s['beta']}, seed {s['seed']}; total {r['seconds'] / 60:.0f} min.",
+                  f"epochs, batch {s.get('batch_size', 64)}, relative lr {s['lr']}, attention beta {s['beta']}, seed {s['seed']}; total {r['seconds'] / 60:.0f} min.",
                   "",
                   "| method | target density | accuracy | Δ vs SNN (points) | non-zero density | compression | spikes / inf. "
                   "| SOPs / inf. | compute energy (nJ) | vs dense ANN |",

@@ -259,7 +259,9 @@ def write_markdown(path: str, r: dict) -> None:
         "",
         f"Digits test split (360 samples); thresholds calibrated on the first {CALIB} training samples; direct "
         "input coding, IF neurons (reset by subtraction, initial membrane = threshold/2), membrane readout. "
-        "ANNs trained here with Adam (cosine schedule), seed 0.",
+        "ANNs trained here with Adam (cosine schedule), seed 0. Training is repeatable on one machine "
+        "but not bit-identical across CPUs, so rows near a target can flip between machines (compare "
+        "the 2026-11-22 run in git history: same code, other host, LeNet/VGG/ResNet rows within 0.3-2.8 points).",
         "",
         "## Targets",
         "",

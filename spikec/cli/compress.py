@@ -41,7 +41,7 @@ def add_parser(subparsers, parents):
     p.add_argument("--timesteps", type=int, default=None, help="fine-tune a rate/direct SNN at this T (default its own)")
     p.add_argument("--dataset", default=None, help="dataset name or path (default: the checkpoint's, else digits)")
     p.add_argument("--format", default=None, help="data format of --dataset when it is a path (default: detect)")
-    p.add_argument("--batch-size", type=int, default=None, help="fine-tuning batch size (default 64)")
+    p.add_argument("--batch-size", type=int, default=None, help="fine-tuning batch size (default 32: small datasets need the optimizer steps)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     return p
 

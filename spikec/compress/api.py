@@ -7,8 +7,8 @@ between layers, then quantized and fine-tuned again, both phases with the attent
 loss. The masks never change after the pruning phase; quantization keeps zeros at zero.
 
 Two additions of ours make this work from a converted SNN in a few epochs: the density falls
-gradually (cubic schedule) rather than at once, and after every pruning step the pruned layers'
-per-channel pre-activation statistics are restored to the teacher's (see
+gradually (cubic schedule) rather than at once, and in rate SNNs, after every pruning step, the
+pruned layers' per-channel pre-activation statistics are restored to the teacher's (see
 :mod:`spikec.compress.recalibrate`); both can be switched off in
 :class:`~spikec.compress.config.PruneConfig`.
 """
@@ -53,8 +53,9 @@ def compress_(model: nn.Module, config: CompressConfig, train_data=None, teacher
 
     ``train_data`` (inputs, labels) is needed when ``config.finetune.epochs > 0`` or for
     re-normalisation. Rate and direct SNNs fine-tune by surrogate-gradient BPTT (optionally at
-    ``config.finetune.timesteps``); a TTFS network with a time resolution fine-tunes through its
-    time-stepped simulator (its own simulator is restored afterwards). ``teacher`` defaults to a
+    ``config.finetune.timesteps``); a TTFS network with a time resolution fine-tunes at that
+    resolution through ``config.finetune.ttfs_simulator`` (its own simulator is restored
+    afterwards). ``teacher`` defaults to a
     frozen copy of ``model`` as it is now. ``progress(phase, epoch_result)`` is called after every
     fine-tuning epoch. The model is left in the train/eval mode it came in.
     """
@@ -69,8 +70,8 @@ def compress_(model: nn.Module, config: CompressConfig, train_data=None, teacher
     report = CompressReport()
     attention = config.attention
     use_attention = attention is not None and attention.beta > 0 and bool(prune_epochs or quant_epochs)
-    recalibrate = (config.prune is not None and config.prune.recalibrate and train_data is not None
-                   and not _has_batchnorm(model))
+    recalibrate = (config.prune is not None and _recalibrates(config.prune.recalibrate, model)
+                   and train_data is not None and not _has_batchnorm(model))
     if use_attention or recalibrate:
         teacher = teacher if teacher is not None else _frozen_copy(model)
     if use_attention:
@@ -85,7 +86,8 @@ def compress_(model: nn.Module, config: CompressConfig, train_data=None, teacher
                         attention=attention if use_attention else None, attention_layers=report.attention_layers,
                         sparsity=sparsity, progress=cb)
 
-    with _timesteps(model, ft.timesteps), _timesteps(teacher, ft.timesteps), _stepped(model), _stepped(teacher):
+    with _timesteps(model, ft.timesteps), _timesteps(teacher, ft.timesteps), \
+            _stepped(model, ft.ttfs_simulator), _stepped(teacher, ft.ttfs_simulator):
         if config.prune is not None:
             prune = config.prune
             layers = select_layers(model, prune.layers)
@@ -136,13 +138,26 @@ def compress_via_ann(ann: nn.Module, config: CompressConfig, train_data, convert
         prepare_qat_(snn, config.quant)
         if snn_quant_epochs > 0:
             cb = (lambda r: progress("snn-quant", r)) if progress is not None else None
-            with _timesteps(snn, ft.timesteps), _stepped(snn):
+            with _timesteps(snn, ft.timesteps), _stepped(snn, ft.ttfs_simulator):
                 report.history += finetune(snn, train_data, epochs=snn_quant_epochs, lr=ft.lr, batch_size=ft.batch_size,
                                            optimizer=ft.optimizer, relative_lr=ft.relative_lr, seed=ft.seed + 2,
                                            progress=cb)
         report.quant = freeze_(snn)
     report.size = model_size(snn)
     return snn, report
+
+
+def _recalibrates(setting, model: nn.Module) -> bool:
+    """Whether pruning steps re-normalise: "auto" means yes except in TTFS networks (see PruneConfig)."""
+    if setting == "auto":
+        return not _is_ttfs(model)
+    return bool(setting)
+
+
+def _is_ttfs(model: nn.Module) -> bool:
+    from spikec.conversion.ttfs_network import TTFSNetwork
+
+    return isinstance(model, TTFSNetwork)
 
 
 def _has_batchnorm(model: nn.Module) -> bool:
@@ -164,14 +179,14 @@ def _frozen_copy(model: nn.Module) -> nn.Module:
 
 
 @contextlib.contextmanager
-def _stepped(model: nn.Module | None):
-    """Run a TTFS network that has a time resolution through its time-stepped simulator inside the block."""
+def _stepped(model: nn.Module | None, simulator: str = "stepped"):
+    """Run a TTFS network that has a time resolution through ``simulator`` at that resolution inside the block."""
     sim = getattr(model, "simulation", None)
     if model is None or sim is None or not hasattr(model, "set_simulation") or sim.time_bits is None:
         yield
         return
     old = sim.simulator
-    model.set_simulation("stepped")
+    model.set_simulation(simulator)
     try:
         yield
     finally:

@@ -40,9 +40,13 @@ class PruneConfig:
     (2018), ``d_t = d + (1 - d)(1 - t / ramp)^3``, reaching ``density`` after the ``ramp``
     fraction of the pruning phase (a network pruned at once to 10% often falls silent). ``method``
     "dnr" also lets dynamic network rewiring move connections between layers at those steps;
-    "magnitude" only removes the smallest weights. ``recalibrate`` restores the teacher's
-    per-channel pre-activation mean and spread after every pruning step (see
-    :mod:`spikec.compress.recalibrate`; skipped in networks with batch norm, which do it themselves).
+    "magnitude" only removes the smallest weights. ``recalibrate`` (True, False or "auto")
+    restores the teacher's per-channel pre-activation mean and spread after every pruning step (see
+    :mod:`spikec.compress.recalibrate`; skipped in networks with batch norm, which do it
+    themselves). "auto" does it for rate/direct SNNs and ANNs but not for TTFS networks, whose
+    exact ReLU-to-spike-time gradients already restore the statistics and where re-normalising
+    every few steps fights the optimizer (TTFS networks pruned to 0.1 on digits, 10 epochs, with
+    and without it: VGG 97.8 / 99.2%, MLP 96.4 / 97.2%, LeNet 93.9 / 96.9%).
     """
 
     density: float = 0.1
@@ -52,7 +56,7 @@ class PruneConfig:
     schedule: str = "gradual"
     ramp: float = 0.5
     interval: int = 10
-    recalibrate: bool = True
+    recalibrate: bool | str = "auto"
     layers: LayerSelection = field(default_factory=LayerSelection)
 
     def __post_init__(self):
@@ -66,6 +70,8 @@ class PruneConfig:
             raise ValueError(f"ramp must lie in (0, 1], got {self.ramp}")
         if int(self.interval) < 1:
             raise ValueError(f"interval must be >= 1, got {self.interval}")
+        if self.recalibrate not in (True, False, "auto"):
+            raise ValueError(f"recalibrate must be true, false or \"auto\", got {self.recalibrate!r}")
 
 
 @dataclass(frozen=True)
@@ -158,19 +164,26 @@ class FinetuneConfig:
     half of ``epochs``, at least one). ``relative_lr``: every parameter tensor's learning rate is
     ``lr`` times its own root-mean-square value (see :func:`spikec.compress.finetune.finetune`).
     ``timesteps`` > 0 fine-tunes a time-stepped classifier at that many steps (its own count is
-    restored afterwards).
+    restored afterwards). ``ttfs_simulator``: how a TTFS network with a time resolution runs
+    while it is fine-tuned: "analytic" (the closed form of the time-stepped simulation: the same
+    spike times and the same gradients, tested equal, at a fraction of the cost) or "stepped"
+    (step by step, as the hardware does it). ``batch_size`` 32 (as ``spikec train``): on a small
+    set such as digits (1437 samples) 64 leaves 230 optimizer steps in 10 epochs, and LeNet
+    compressed to density 0.1 with 4-bit weights lost 1 point (rate) to 2 points (TTFS) more.
     """
 
     epochs: int = 10
     quant_epochs: int = -1
     lr: float = 1e-2
-    batch_size: int = 64
+    batch_size: int = 32
     optimizer: str = "adam"
     relative_lr: bool = True
     seed: int = 0
     timesteps: int = 0
+    ttfs_simulator: str = "analytic"
 
     def __post_init__(self):
+        _check("ttfs_simulator", self.ttfs_simulator, ("analytic", "stepped"))
         if int(self.epochs) < 0:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
         if not float(self.lr) > 0:

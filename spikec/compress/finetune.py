@@ -39,7 +39,7 @@ def finetune(
     *,
     epochs: int,
     lr: float = 1e-3,
-    batch_size: int = 64,
+    batch_size: int = 32,
     optimizer: str = "adam",
     seed: int = 0,
     teacher: nn.Module | None = None,

@@ -67,7 +67,59 @@ def test_compress_a_ttfs_network_end_to_end():
                          finetune=FinetuneConfig(epochs=1, quant_epochs=1, batch_size=8))
     report = compress_(snn, cfg, (x, y))
     assert sum(int(get_mask(m).sum()) for m in _synapses(snn).values()) == round(0.25 * total)
-    assert snn.simulation.simulator == "analytic"  # fine-tuned stepped, then restored
+    assert snn.simulation.simulator == "analytic"  # its own simulator is restored
     for m in _synapses(snn).values():
         assert torch.all(m.weight[~get_mask(m)] == 0)
     assert report.attention_layers == ["ops." + n for n, _ in snn.spiking_layers()]  # the hidden TTFS layers
+
+
+@pytest.mark.parametrize("quant", [None, QuantConfig(bits=4)])
+def test_ttfs_finetuning_through_the_stepped_and_the_analytic_simulator_learns_the_same_weights(quant):
+    """The analytic simulator at the network's time resolution is the closed form of the stepped one:
+    the same spike times forward and the same relation backward, so the same training run."""
+    results = []
+    for simulator in ("stepped", "analytic"):
+        snn, x = _ttfs_net(4)
+        y = x.flatten(1)[:, :3].argmax(1)
+        cfg = CompressConfig(prune=PruneConfig(density=0.4, interval=1), quant=quant,
+                             finetune=FinetuneConfig(epochs=2, quant_epochs=1, batch_size=8, ttfs_simulator=simulator))
+        compress_(snn, cfg, (x, y))
+        assert snn.simulation.simulator == "analytic"
+        results.append({n: m.weight.detach().clone() for n, m in _synapses(snn).items()})
+    stepped, analytic = results
+    start = {n: m.weight.detach() for n, m in _synapses(_ttfs_net(4)[0]).items()}
+    for name in stepped:
+        torch.testing.assert_close(analytic[name], stepped[name], rtol=1e-5, atol=1e-6)
+        assert not torch.equal(analytic[name], start[name])  # training did move the weights
+
+
+def test_auto_recalibration_runs_in_rate_snns_and_not_in_ttfs_networks(monkeypatch):
+    import spikec.compress.api as api
+
+    calls = []
+    real = api.Recalibrator
+
+    class Spy(real):
+        def __call__(self, student, names):
+            calls.append(type(student).__name__)
+            return super().__call__(student, names)
+
+    monkeypatch.setattr(api, "Recalibrator", Spy)
+    snn, x = _ttfs_net(5)
+    y = x.flatten(1)[:, :3].argmax(1)
+    ft = FinetuneConfig(epochs=1, batch_size=8)
+    compress_(snn, CompressConfig(prune=PruneConfig(density=0.5, interval=1), quant=None, finetune=ft), (x, y))
+    assert calls == []
+    compress_(snn, CompressConfig(prune=PruneConfig(density=0.5, interval=1, recalibrate=True), quant=None,
+                                  finetune=ft), (x, y))
+    assert calls and set(calls) == {"TTFSNetwork"}
+
+    from spikec.conversion.rate import convert_rate
+    from spikec.models import build_model
+
+    torch.manual_seed(6)
+    ann = build_model("vgg", (1, 8, 8), 3, layers=[4, "M", 6, "M"], hidden=(), batch_norm=False)
+    rate = convert_rate(ann, x, timesteps=4)
+    calls.clear()
+    compress_(rate, CompressConfig(prune=PruneConfig(density=0.5, interval=1), quant=None, finetune=ft), (x, y))
+    assert calls and "TTFSNetwork" not in calls
