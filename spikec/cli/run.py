@@ -55,8 +55,8 @@ def _stages(args, out: str, codings: list[str]) -> list[tuple[str, list[str]]]:
     for coding in codings:
         stages.append((f"compress {coding} SNN", [
             "compress", os.path.join(out, f"snn_{coding}.h5"), *common, "--density", str(args.density),
-            "--bits", str(args.bits), "--attention", "--epochs", "1" if q else "6",
-            "--quant-epochs", "1" if q else "3", "--out", os.path.join(out, f"snn_{coding}_compressed.h5")]))
+            "--bits", str(args.bits), "--attention", "--epochs", "1" if q else "10",
+            "--quant-epochs", "1" if q else "5", "--out", os.path.join(out, f"snn_{coding}_compressed.h5")]))
     if "ttfs" in codings:
         energy = ["energy", os.path.join(out, "snn_ttfs.h5"), *common, "--hardware", "twin-column",
                   "--chips", str(chips), "--out", os.path.join(out, "report"), "--no-progress"]
