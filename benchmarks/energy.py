@@ -30,6 +30,8 @@ import time
 
 import torch
 
+LOAD_AT_START = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else "unknown"
+
 from spikec.conversion.ttfs import convert_ttfs
 from spikec.data import load_dataset
 from spikec.hardware.config import preset
@@ -138,8 +140,8 @@ def render(results: list[dict], args) -> str:
         "# Twin-column ReRAM PE: energy, variation and run time (digits)",
         "",
         f"Generated {datetime.date.today()} by `python benchmarks/energy.py{' --quick' if args.quick else ''}` "
-        f"on {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs (shared with other "
-        f"jobs while measured), torch {torch.__version__}. Preset `twin-column` (`docs/hardware-model.md`): "
+        f"on {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs (a shared VM; load average "
+        f"{LOAD_AT_START} when it started), torch {torch.__version__}. Preset `twin-column` (`docs/hardware-model.md`): "
         "128x128 tiles, 16-level cells, 6-bit windows (64 steps), 50 MHz, power gating, TTA fraction 0.7, "
         "MFTA 8 levels. 360 test samples.",
         "",

@@ -254,14 +254,15 @@ def write_markdown(path: str, r: dict) -> None:
     lines = [
         "# Rate-coded conversion on digits",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores (shared with other work), 1 torch thread; Python {m['python']}, "
+        f"Machine: {m['cpu']}, {m['cores']} cores (a shared VM), 1 torch thread; Python {m['python']}, "
         f"torch {m['torch']}; {m['date']}. Command: `{r['command']}` ({r['seconds']:.0f} s).",
         "",
         f"Digits test split (360 samples); thresholds calibrated on the first {CALIB} training samples; direct "
         "input coding, IF neurons (reset by subtraction, initial membrane = threshold/2), membrane readout. "
-        "ANNs trained here with Adam (cosine schedule), seed 0. Training is repeatable on one machine "
-        "but not bit-identical across CPUs, so rows near a target can flip between machines (compare "
-        "the 2026-11-22 run in git history: same code, other host, LeNet/VGG/ResNet rows within 0.3-2.8 points).",
+        "ANNs trained here with Adam (cosine schedule), seed 0. Training repeats bit for bit on one "
+        "machine (checked by re-running LeNet), but the run of 2026-11-22 in git history, with the same "
+        "training and conversion code on another VM, trained different weights and its rows differ from "
+        "these by up to 2.8 points, so rows near a target can flip between machines.",
         "",
         "## Targets",
         "",
