@@ -8,6 +8,7 @@ deterministic on CPU; the caller's global random state is left as it was.
 """
 from __future__ import annotations
 
+import gc
 import math
 import time
 from dataclasses import dataclass
@@ -117,6 +118,9 @@ def train(
             history.append(EpochResult(epoch, mean_loss, correct / seen, test_acc, time.perf_counter() - start))
             bar.set_postfix(_postfix(history[-1]))
         bar.close()
+    if net is not model:  # free the DDP wrapper (it sits in reference cycles) while the process group lives
+        del net
+        gc.collect()
     return history
 
 

@@ -52,6 +52,20 @@ def add_parser(subparsers, parents):
 
 
 def run(args) -> dict:
+    from spikec import distributed
+
+    _check_args(args)
+    distributed.init_from_env(args.device)
+    try:
+        result = _train_and_save(args)
+    except BaseException:
+        distributed.shutdown(wait_for_peers=False)  # a peer may be stuck in a collective: no barrier
+        raise
+    distributed.shutdown()
+    return result
+
+
+def _train_and_save(args):
     import torch
 
     from spikec import distributed
@@ -59,8 +73,6 @@ def run(args) -> dict:
     from spikec.data import load_dataset
     from spikec.training import train
 
-    _check_args(args)
-    distributed.init_from_env(args.device)
     train_data, test_data, info = load_dataset(args.dataset, format=args.format)
     cfg = _arch_options(args)
     torch.manual_seed(args.seed)
