@@ -11,6 +11,10 @@ compression ratio, and the most distinct values and the non-zero fraction found 
 
     python benchmarks/compression_unseen.py            # about 10 minutes on 1 thread
     python benchmarks/compression_unseen.py --render   # rewrite the markdown from the JSON
+
+Ablations change one config field and write beside the default results under a tag, e.g.
+
+    python benchmarks/compression_unseen.py --networks lenet --set finetune.batch_size=64 --tag batch64
 """
 from __future__ import annotations
 
@@ -27,8 +31,6 @@ import time
 import torch
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-JSON_PATH = os.path.join(RESULTS, "compression_unseen.json")
-MD_PATH = os.path.join(RESULTS, "compression_unseen.md")
 # (name, build_model kwargs, ANN epochs): the README's `spikec train` lines.
 NETWORKS = (("mlp", {}, 20), ("lenet", {}, 20), ("vgg", {"depth": 11, "width": 0.25}, 10))
 CALIB = 512
@@ -54,22 +56,35 @@ def convert(ann, coding: str, x_calib):
     return convert_ttfs(ann, x_calib, time_bits=6)
 
 
-def saved_weight_stats(model) -> tuple[int, float]:
-    """Most distinct values in one quantized layer and the non-zero fraction over those layers."""
-    from spikec.compress.layers import select_layers
+def most_distinct_values(model) -> int:
+    """Most distinct weight values in any one Conv/Linear layer (at most 2^k - 1 for k-bit weights on one scale)."""
     from spikec.compress.config import LayerSelection
+    from spikec.compress.layers import select_layers
 
-    most, nonzero, total = 0, 0, 0
-    for m in select_layers(model, LayerSelection()).values():
-        w = m.weight.detach()
-        most = max(most, int(w.unique().numel()))
-        nonzero += int((w != 0).sum())
-        total += w.numel()
-    return most, nonzero / total
+    return max(int(m.weight.detach().unique().numel()) for m in select_layers(model, LayerSelection()).values())
+
+
+def config_with(overrides: list[str], seed: int):
+    """The default recipe (density 0.1, 4 bits, attention) with ``part.field=value`` overrides."""
+    import dataclasses
+
+    from spikec.compress import AttentionConfig, CompressConfig, FinetuneConfig, PruneConfig, QuantConfig
+
+    cfg = CompressConfig(prune=PruneConfig(density=0.1), quant=QuantConfig(bits=4), attention=AttentionConfig(),
+                         finetune=FinetuneConfig(seed=seed))
+    for item in overrides:
+        key, _, text = item.partition("=")
+        part, _, name = key.partition(".")
+        try:
+            value = json.loads(text)  # numbers, true/false
+        except json.JSONDecodeError:
+            value = text  # a word such as auto, stepped or channel
+        cfg = dataclasses.replace(cfg, **{part: dataclasses.replace(getattr(cfg, part), **{name: value})})
+    return cfg
 
 
 def run(args) -> dict:
-    from spikec.compress import AttentionConfig, CompressConfig, FinetuneConfig, PruneConfig, QuantConfig, compress_
+    from spikec.compress import compress_
     from spikec.compress.metrics import activity
     from spikec.data import load_dataset
 
@@ -79,6 +94,8 @@ def run(args) -> dict:
     x_calib = train_data.tensors[0][:CALIB]
     rows = []
     for arch, kwargs, epochs in NETWORKS:
+        if arch not in args.networks.split(","):
+            continue
         ann = train_ann(arch, kwargs, epochs, args.ann_seed, train_data, info)
         for coding in args.codings.split(","):
             snn = convert(ann, coding, x_calib)
@@ -86,15 +103,12 @@ def run(args) -> dict:
             runs = []
             for seed in range(args.seeds):
                 model = copy.deepcopy(snn)
-                cfg = CompressConfig(prune=PruneConfig(density=0.1), quant=QuantConfig(bits=4),
-                                     attention=AttentionConfig(), finetune=FinetuneConfig(seed=seed))
                 start = time.perf_counter()
-                report = compress_(model, cfg, train_data)
+                report = compress_(model, config_with(args.set, seed), train_data)
                 model.eval()
-                distinct, nonzero = saved_weight_stats(model)
                 runs.append({"seed": seed, "accuracy": activity(model, test_data).accuracy,
-                             "compression_ratio": report.size.ratio, "max_distinct_values": distinct,
-                             "nonzero_fraction": nonzero, "seconds": time.perf_counter() - start})
+                             "compression_ratio": report.size.ratio, "max_distinct_values": most_distinct_values(model),
+                             "nonzero_fraction": report.size.density, "seconds": time.perf_counter() - start})
                 print(f"{arch} {coding} seed {seed}: {before:.4f} -> {runs[-1]['accuracy']:.4f} "
                       f"({runs[-1]['compression_ratio']:.1f}x, {runs[-1]['seconds']:.0f}s)", flush=True)
             rows.append({"network": arch, "coding": coding, "accuracy_before": before, "runs": runs})
@@ -103,17 +117,20 @@ def run(args) -> dict:
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
                    f"{args.threads} thread(s)",
-        "ann_seed": args.ann_seed, "rows": rows, "seconds": time.perf_counter() - t0,
+        "ann_seed": args.ann_seed, "overrides": args.set, "rows": rows, "seconds": time.perf_counter() - t0,
     }
 
 
 def render(r: dict) -> str:
-    lines = ["# Compression of unseen networks (default `spikec compress` settings)", "",
+    title = (f"# Compression of unseen networks, ablation: {', '.join(r['overrides'])}" if r.get("overrides")
+             else "# Compression of unseen networks (default `spikec compress` settings)")
+    lines = [title, "",
              f"- Command: `{r['command']}` ({r['seconds'] / 60:.0f} min)", f"- Date: {r['date']}",
              f"- Machine: {r['machine']}",
              f"- ANNs trained with seed {r['ann_seed']} (the README's `spikec train` settings), converted as "
              "`spikec convert` does; compressed to density 0.1 with 4-bit weights, attention transfer, 10 pruning + "
-             "5 quantization-aware epochs, batch 32, for each fine-tuning seed.", "",
+             "5 quantization-aware epochs, batch 32, for each fine-tuning seed"
+             + (f"; changed: {', '.join(r['overrides'])}." if r.get("overrides") else ".") + "", "",
              "| network | coding | before | after: mean | min | max | worst drop (points) | compression | "
              "distinct values per layer (max) | non-zero fraction |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -137,22 +154,28 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds per network")
     p.add_argument("--ann-seed", type=int, default=7)
     p.add_argument("--codings", default="rate,ttfs")
+    p.add_argument("--networks", default="mlp,lenet,vgg")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--set", action="append", default=[], metavar="PART.FIELD=VALUE",
+                   help="change one field of the default CompressConfig (repeatable), e.g. prune.recalibrate=true")
+    p.add_argument("--tag", default="", help="suffix of the result files (for ablations)")
     p.add_argument("--render", action="store_true", help="only rewrite the markdown from the saved JSON")
     args = p.parse_args(argv)
+    stem = os.path.join(RESULTS, "compression_unseen" + (f"_{args.tag}" if args.tag else ""))
+    json_path, md_path = stem + ".json", stem + ".md"
     if args.render:
-        with open(JSON_PATH) as f:
+        with open(json_path) as f:
             r = json.load(f)
     else:
         r = run(args)
         os.makedirs(RESULTS, exist_ok=True)
-        with open(JSON_PATH + ".tmp", "w") as f:
+        with open(json_path + ".tmp", "w") as f:
             json.dump(r, f, indent=1)
-        os.replace(JSON_PATH + ".tmp", JSON_PATH)
-    with open(MD_PATH + ".tmp", "w") as f:
+        os.replace(json_path + ".tmp", json_path)
+    with open(md_path + ".tmp", "w") as f:
         f.write(render(r))
-    os.replace(MD_PATH + ".tmp", MD_PATH)
-    print(f"wrote {MD_PATH}")
+    os.replace(md_path + ".tmp", md_path)
+    print(f"wrote {md_path}")
 
 
 if __name__ == "__main__":

@@ -30,8 +30,6 @@ import time
 
 import torch
 
-LOAD_AT_START = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else "unknown"
-
 from spikec.conversion.ttfs import convert_ttfs
 from spikec.data import load_dataset
 from spikec.hardware.config import preset
@@ -41,6 +39,8 @@ from spikec.hardware.study import energy_study, rate_snn_for
 from spikec.hardware.timing import RunOptions
 from spikec.models import build_model
 from spikec.training import evaluate, train
+
+LOAD_AT_START = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else "unknown"
 
 MODELS = {
     "lenet": dict(arch="lenet", cfg={}, epochs=30, lr=1e-3),

@@ -21,10 +21,14 @@ HEADER = [
 
 def main() -> None:
     parts = list(HEADER)
+    results = ROOT / "benchmarks" / "results"
     for name in ORDER:
-        path = ROOT / "benchmarks" / "results" / name
-        if path.exists():  # every heading one level down, under the file's title
-            parts.append(re.sub(r"^(#+) ", lambda m: "#" + m.group(1) + " ", path.read_text(), flags=re.M).strip() + "\n")
+        paths = [results / name]
+        if name == "compression_unseen.md":  # its ablations (--tag) follow it
+            paths += sorted(results.glob("compression_unseen_*.md"))
+        for path in paths:
+            if path.exists():  # every heading one level down, under the file's title
+                parts.append(re.sub(r"^(#+) ", lambda m: "#" + m.group(1) + " ", path.read_text(), flags=re.M).strip() + "\n")
     out = ROOT / "BENCHMARKS.md"
     tmp = out.with_suffix(".md.tmp")
     tmp.write_text("\n".join(parts))

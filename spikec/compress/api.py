@@ -87,7 +87,7 @@ def compress_(model: nn.Module, config: CompressConfig, train_data=None, teacher
                         sparsity=sparsity, progress=cb)
 
     with _timesteps(model, ft.timesteps), _timesteps(teacher, ft.timesteps), \
-            _stepped(model, ft.ttfs_simulator), _stepped(teacher, ft.ttfs_simulator):
+            _simulating(model, ft.ttfs_simulator), _simulating(teacher, ft.ttfs_simulator):
         if config.prune is not None:
             prune = config.prune
             layers = select_layers(model, prune.layers)
@@ -138,7 +138,7 @@ def compress_via_ann(ann: nn.Module, config: CompressConfig, train_data, convert
         prepare_qat_(snn, config.quant)
         if snn_quant_epochs > 0:
             cb = (lambda r: progress("snn-quant", r)) if progress is not None else None
-            with _timesteps(snn, ft.timesteps), _stepped(snn, ft.ttfs_simulator):
+            with _timesteps(snn, ft.timesteps), _simulating(snn, ft.ttfs_simulator):
                 report.history += finetune(snn, train_data, epochs=snn_quant_epochs, lr=ft.lr, batch_size=ft.batch_size,
                                            optimizer=ft.optimizer, relative_lr=ft.relative_lr, seed=ft.seed + 2,
                                            progress=cb)
@@ -179,13 +179,12 @@ def _frozen_copy(model: nn.Module) -> nn.Module:
 
 
 @contextlib.contextmanager
-def _stepped(model: nn.Module | None, simulator: str = "stepped"):
+def _simulating(model: nn.Module | None, simulator: str):
     """Run a TTFS network that has a time resolution through ``simulator`` at that resolution inside the block."""
-    sim = getattr(model, "simulation", None)
-    if model is None or sim is None or not hasattr(model, "set_simulation") or sim.time_bits is None:
+    if not _is_ttfs(model) or model.simulation.time_bits is None:
         yield
         return
-    old = sim.simulator
+    old = model.simulation.simulator
     model.set_simulation(simulator)
     try:
         yield

@@ -44,9 +44,10 @@ class PruneConfig:
     restores the teacher's per-channel pre-activation mean and spread after every pruning step (see
     :mod:`spikec.compress.recalibrate`; skipped in networks with batch norm, which do it
     themselves). "auto" does it for rate/direct SNNs and ANNs but not for TTFS networks, whose
-    exact ReLU-to-spike-time gradients already restore the statistics and where re-normalising
-    every few steps fights the optimizer (TTFS networks pruned to 0.1 on digits, 10 epochs, with
-    and without it: VGG 97.8 / 99.2%, MLP 96.4 / 97.2%, LeNet 93.9 / 96.9%).
+    exact ReLU-to-spike-time gradients need no help and where re-normalising every few steps can
+    fight the optimizer: with it, one MLP of three fine-tuning seeds collapsed to 10% and LeNet
+    and VGG gained nothing (``benchmarks/compression_unseen.py --codings ttfs --set
+    prune.recalibrate=true``; at batch 64 it cost VGG, MLP and LeNet 1 to 3 points).
     """
 
     density: float = 0.1
@@ -167,9 +168,11 @@ class FinetuneConfig:
     restored afterwards). ``ttfs_simulator``: how a TTFS network with a time resolution runs
     while it is fine-tuned: "analytic" (the closed form of the time-stepped simulation: the same
     spike times and the same gradients, tested equal, at a fraction of the cost) or "stepped"
-    (step by step, as the hardware does it). ``batch_size`` 32 (as ``spikec train``): on a small
-    set such as digits (1437 samples) 64 leaves 230 optimizer steps in 10 epochs, and LeNet
-    compressed to density 0.1 with 4-bit weights lost 1 point (rate) to 2 points (TTFS) more.
+    (step by step, as the hardware does it; 12x slower end to end on LeNet). ``batch_size`` 32
+    (as ``spikec train``): on a small set such as digits (1437 samples) 64 leaves 230 optimizer
+    steps in 10 epochs, and LeNet compressed to density 0.1 with 4-bit weights then kept 96.5%
+    (rate) and 94.6% (TTFS) against 97.5% and 96.9% (mean of 3 seeds;
+    ``benchmarks/compression_unseen.py --networks lenet --set finetune.batch_size=64``).
     """
 
     epochs: int = 10
