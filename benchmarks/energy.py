@@ -15,6 +15,10 @@ Trains LeNet and a narrow VGG-11 on the embedded digits data (fixed seed, the sa
   times and energy accounting; target < 60 s on 2 cores) with 1 and 2 intra-op threads side by
   side, and of the full ``energy_study`` behind ``spikec energy``.
 
+CIFAR (issue 14): ``python benchmarks/energy.py --cifar VGG_TTFS.h5,RESNET_TTFS.h5`` runs the whole
+default study (1,000 stratified test images, 10 chips) on each and prints time, peak memory,
+nominal-chip and MFTA accuracies as JSON lines.
+
 Run: ``python benchmarks/energy.py`` (writes ``benchmarks/results/energy.md``); ``--cache DIR``
 keeps the trained ANNs between runs; ``--quick`` trains 3 epochs (smoke test).
 """
@@ -35,7 +39,7 @@ from spikec.data import load_dataset
 from spikec.hardware.config import preset
 from spikec.hardware.evaluate import PEModel
 from spikec.hardware.baselines import rate_snn_energy
-from spikec.hardware.study import energy_study, rate_snn_for
+from spikec.hardware.study import calibration_inputs, energy_study, rate_snn_for
 from spikec.hardware.timing import RunOptions
 from spikec.models import build_model
 from spikec.training import evaluate, train
@@ -71,7 +75,7 @@ def trained_ann(name: str, spec: dict, train_data, cache: str | None, quick: boo
 
 def chip_evaluation(model: PEModel, x, y, calib_x, chips: int, sigma: float) -> float:
     """MFTA calibration, chips, thresholds and the full evaluation (spike times + energy); returns accuracy."""
-    calib = model.calibrate(calib_x[: model.config.calib_samples])
+    calib = model.calibrate(calibration_inputs(calib_x, None, model.config.calib_samples, model.config.seed))
     chip_set = model.chips(chips, sigma)
     thr = model.thresholds(chip_set, calib, "mfta")
     return model.evaluate(chip_set, x, y, RunOptions.from_config(model.config), thr).accuracy
@@ -245,15 +249,52 @@ def render(results: list[dict], args) -> str:
     return "\n".join(lines)
 
 
+def cifar_study(path: str, dataset: str, samples: int, chips: int, log) -> dict:
+    """The default ``spikec energy`` study of a CIFAR TTFS checkpoint (issue 14): wall time, peak memory,
+    nominal chip against the SNN, and the MFTA rows, on a seeded stratified draw of ``samples`` test images."""
+    import resource
+
+    from spikec.checkpoint import load_model
+    from spikec.data.sample import stratified_tensors
+
+    snn, _ = load_model(path)
+    train, test, _ = load_dataset(dataset)
+    cfg = preset("twin-column")
+    x, y = stratified_tensors(test, samples, cfg.seed)
+    cx, cy = stratified_tensors(train.tensors, 512, cfg.seed)
+    t = time.perf_counter()
+    study = energy_study(snn, x, y, cx, cfg, calib_y=cy, chips=chips, progress=sys.stderr.isatty(),
+                         train=train.tensors)
+    seconds = time.perf_counter() - t
+    r = study.report
+    out = {"checkpoint": path, "samples": samples, "chips": chips, "seconds": seconds,
+           "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+           "snn_accuracy": r["snn"]["accuracy"], "nominal_accuracy": r["accuracy"],
+           "variation": [(v["sigma"], v["compensation"], v["accuracy_mean"]) for v in r["variation"]]}
+    log(f"[cifar] {path}: {out}")
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cifar", default=None, metavar="TTFS[,TTFS]",
+                   help="TTFS checkpoints of CIFAR networks: run the default study on each (issue 14) instead")
+    p.add_argument("--cifar-dataset", default="/work/shared/data/cifar10")
+    p.add_argument("--samples", type=int, default=1000)
+    p.add_argument("--chips", type=int, default=10)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--cache", default=None, help="folder keeping trained ANNs between runs")
     p.add_argument("--models", default="lenet,vgg")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "energy.md"))
     args = p.parse_args(argv)
-    data = load_dataset("digits")
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if args.cifar:
+        import json
+
+        for path in args.cifar.split(","):
+            print(json.dumps(cifar_study(path, args.cifar_dataset, args.samples, args.chips, log)))
+        return 0
+    data = load_dataset("digits")
     results = [bench_model(n, MODELS[n], data, args.cache, args.quick, log) for n in args.models.split(",")]
     text = render(results, args)
     from spikec.io.atomic import atomic_write_text

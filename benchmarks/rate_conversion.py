@@ -166,7 +166,7 @@ def calibration_timing(ann, calib, repeats: int = 7, batch_size: int = 256) -> d
             "repeats": repeats}
 
 
-def spikingjelly_side_by_side(ann, calib, steps, test_data) -> dict:
+def spikingjelly_side_by_side(ann, calib, steps, test_data, modes=("99.9%", "Max")) -> dict:
     """spikingjelly's ann2snn on the same ANN: accuracy at each T (cumulative output) and conversion time."""
     try:
         from spikingjelly.activation_based import functional
@@ -177,7 +177,7 @@ def spikingjelly_side_by_side(ann, calib, steps, test_data) -> dict:
 
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(calib), batch_size=256)
     out = {"version": version("spikingjelly")}
-    for mode in ("99.9%", "Max"):
+    for mode in modes:
         start = time.perf_counter()
         try:
             snn = FXConverter(recipe=RateCodingRecipe(loader, mode=mode), device="cpu").convert(copy.deepcopy(ann))

@@ -25,7 +25,8 @@ class UnsupportedOpError(SpikecError):
 
 class _ConversionTracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (QCFS, SpikingModule)) or super().is_leaf_module(m, qualname)
+        # batch norms stay whole (subclasses too, such as InputNormalization), so folding sees them
+        return isinstance(m, (QCFS, SpikingModule, *BATCHNORMS)) or super().is_leaf_module(m, qualname)
 
 
 def trace(model: nn.Module) -> fx.GraphModule:

@@ -58,3 +58,47 @@ class QCFS(nn.Module):
 
     def extra_repr(self) -> str:
         return f"levels={self.levels}, threshold={float(self.threshold):.4g}"
+
+
+def qcfs_from_relu(ann: nn.Module, calib: torch.Tensor, levels: int = 4, percentile: float = 99.9,
+                   batch_size: int = 256) -> nn.Module:
+    """A QCFS copy of a trained ReLU network, ready to be fine-tuned instead of trained from scratch.
+
+    The copy has the same architecture (``ann.arch_name``/``arch_config``) with ``QCFS(levels)`` at
+    every ReLU, the ReLU network's weights, and each threshold set to the ``percentile`` of its
+    ReLU's outputs on ``calib`` (the scale threshold balancing would pick). A few epochs of training
+    then adapt the weights to the quantised activations at a fraction of the cost of a full run.
+    """
+    from spikec.models import build_model
+
+    if not hasattr(ann, "arch_name") or not hasattr(ann, "arch_config"):
+        raise ValueError("qcfs_from_relu needs a model built by spikec.models.build_model")
+    relus = {name: m for name, m in ann.named_modules() if isinstance(m, nn.ReLU)}
+    if not relus:
+        raise ValueError(f"{type(ann).__name__} has no ReLU to replace")
+    qann = build_model(ann.arch_name, act=lambda: QCFS(levels), **ann.arch_config)
+    missing, unexpected = qann.load_state_dict(ann.state_dict(), strict=False)
+    if unexpected or any(not key.endswith("threshold") for key in missing):
+        raise ValueError(f"{ann.arch_name}: weights do not match its QCFS copy ({(missing + unexpected)[:3]})")
+    outputs: dict[str, list] = {name: [] for name in relus}
+    hooks = [m.register_forward_hook(lambda _m, _i, out, name=name: outputs[name].append(out.detach().flatten()))
+             for name, m in relus.items()]
+    was_training = ann.training
+    ann.eval()
+    try:
+        with torch.no_grad():
+            for batch in calib.split(batch_size):
+                ann(batch)
+    finally:
+        for h in hooks:
+            h.remove()
+        ann.train(was_training)
+    for name, chunks in outputs.items():
+        values = torch.cat(chunks)
+        positive = values[values > 0]
+        scale = torch.quantile(positive[:1_000_000].float(), percentile / 100) if positive.numel() else torch.tensor(1.0)
+        module = qann.get_submodule(name)
+        if not isinstance(module, QCFS):
+            raise ValueError(f"{name}: expected a QCFS at the position of the ReLU, found {type(module).__name__}")
+        module.threshold.data.fill_(max(float(scale), 1e-3))
+    return qann

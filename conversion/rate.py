@@ -24,17 +24,20 @@ from spikec.conversion.rate_graph import build_rate_graph, channel_shape, propag
 from spikec.errors import SpikecError, UsageError
 from spikec.snn import SpikingClassifier
 
+RESETS = ("subtract", "zero")
 CHECKPOINT_KIND = "rate_snn"
 CHECKPOINT_VERSION = 1
 
 
 @dataclass(frozen=True)
 class RateOptions:
-    """How an ANN is converted: threshold normalisation, initial membrane (fraction of threshold), max-pool rule."""
+    """How an ANN is converted: threshold normalisation, initial membrane (fraction of threshold), max-pool
+    rule, and the neurons' reset ("subtract", or "zero" for NIR and hardware that reset to zero)."""
 
     norm: str = "percentile:99.9"
     v_init: float = 0.5
     maxpool: str = "count"
+    reset: str = "subtract"
 
     def __post_init__(self):
         object.__setattr__(self, "norm", str(NormSpec.parse(self.norm)))
@@ -42,6 +45,8 @@ class RateOptions:
             raise UsageError(f"maxpool must be one of {MAXPOOL_METHODS}, got {self.maxpool!r}")
         if not 0.0 <= float(self.v_init) <= 1.0:
             raise UsageError(f"v_init is a fraction of the threshold in [0, 1], got {self.v_init}")
+        if self.reset not in RESETS:
+            raise UsageError(f"reset must be one of {RESETS}, got {self.reset!r}")
 
 
 class RateSNN(SpikingClassifier):
@@ -61,20 +66,25 @@ def convert_rate(
     calib_data,
     timesteps: int = 32,
     norm: str = "percentile:99.9",
-    v_init: float = 0.5,
+    v_init: float | None = None,
     maxpool: str = "count",
     calib_samples: int | None = None,
     batch_size: int = 256,
+    reset: str = "subtract",
 ) -> RateSNN:
     """Convert a trained ``ann`` into a rate-coded :class:`RateSNN` of IF neurons.
 
     ``calib_data``: inputs (a tensor, dataset or data loader; labels ignored), of which the first
     ``calib_samples`` (default all) set the thresholds. ``norm``: ``"percentile:p"``, ``"max"`` or
-    ``"channel:p"`` (see :mod:`spikec.conversion.normalize`). ``v_init``: initial membrane as a
+    ``"channel:p"`` (see :mod:`spikec.conversion.normalize`). ``reset``: ``"subtract"`` (soft reset,
+    the accurate default) or ``"zero"`` (what NIR can express; fine-tune afterwards to recover the
+    accuracy, :mod:`spikec.conversion.finetune`). ``v_init``: initial membrane as a
     fraction of the threshold. ``maxpool``: ``"count"`` or ``"gate"`` (see
     :mod:`spikec.conversion.maxpool`). ``ann`` itself is left unchanged.
     """
-    options = RateOptions(norm, v_init, maxpool)
+    if v_init is None:  # half a threshold for soft reset; NIR's reset-to-zero neurons start empty
+        v_init = 0.5 if reset == "subtract" else 0.0
+    options = RateOptions(norm, v_init, maxpool, reset)
     _check_timesteps(timesteps)
     start = time.perf_counter()
     if isinstance(calib_data, Iterator):  # a one-shot iterator: keep its batches for the second look
@@ -106,7 +116,7 @@ def _propagate(prepared, input_shape) -> None:
 
 def _assemble(prepared, input_shape, scales, options: RateOptions, timesteps: int) -> RateSNN:
     """The RateSNN of a prepared graph whose shapes were propagated."""
-    net = build_rate_graph(prepared, scales, options.v_init, options.maxpool)
+    net = build_rate_graph(prepared, scales, options.v_init, options.maxpool, options.reset)
     modules = dict(prepared.named_modules())
     acts = activation_nodes(prepared)
     conversion = {
@@ -154,8 +164,9 @@ def rate_snn_checkpoint(snn: RateSNN, ann_ckpt: dict, **extra) -> dict:
         "timesteps": int(snn.timesteps),
         "state_dict": {k: v.detach().cpu().clone() for k, v in snn.state_dict().items()},
     }
-    if ann_ckpt.get("dataset") is not None:
-        ckpt["dataset"] = ann_ckpt["dataset"]
+    for key in ("dataset", "source"):  # source: the user's --model a graph architecture came from
+        if ann_ckpt.get(key) is not None:
+            ckpt[key] = ann_ckpt[key]
     ckpt.update(extra)
     return ckpt
 
@@ -170,7 +181,7 @@ def rate_snn_from_checkpoint(ckpt: dict) -> RateSNN:
         raise SpikecError(f"rate_snn checkpoint version {ckpt.get('version')} is newer than this spikec reads "
                           f"({CHECKPOINT_VERSION})")
     conv = ckpt["conversion"]
-    options = RateOptions(conv["norm"], conv["v_init"], conv["maxpool"])
+    options = RateOptions(conv["norm"], conv["v_init"], conv["maxpool"], conv.get("reset", "subtract"))
     try:
         ann = build_ann(ckpt["arch"], ckpt["arch_config"], ckpt.get("act"))
     except (ValueError, TypeError) as exc:

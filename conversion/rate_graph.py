@@ -50,17 +50,19 @@ def channel_shape(node: fx.Node) -> tuple[int, ...]:
 
 
 def build_rate_graph(prepared: fx.GraphModule, scales: dict[str, torch.Tensor], v_init: float = 0.5,
-                     maxpool: str = "count") -> fx.GraphModule:
+                     maxpool: str = "count", reset: str = "subtract") -> fx.GraphModule:
     """The SNN graph of a prepared ANN whose shapes were propagated (:func:`propagate_shapes`).
 
-    ``scales`` maps each activation's module path to its scale (a scalar or one per channel).
+    ``scales`` maps each activation's module path to its scale (a scalar or one per channel);
+    ``reset`` is the neurons' reset, ``"subtract"`` or ``"zero"``.
     """
-    return _Builder(prepared, scales, v_init, maxpool).build()
+    return _Builder(prepared, scales, v_init, maxpool, reset).build()
 
 
 class _Builder:
-    def __init__(self, prepared, scales, v_init, maxpool):
+    def __init__(self, prepared, scales, v_init, maxpool, reset="subtract"):
         self.prepared, self.scales, self.v_init, self.maxpool = prepared, scales, v_init, maxpool
+        self.reset = reset
         self.modules = dict(prepared.named_modules())
         self.graph = fx.Graph()
         self.root: dict[str, object] = {}
@@ -160,7 +162,7 @@ class _Builder:
     def _activation(self, node):
         scale = self.scales[node.target].detach().float()
         name = self._name(node.target)
-        self.root[name] = BalancedIF(scale, self.v_init)
+        self.root[name] = BalancedIF(scale, self.v_init, reset=self.reset)
         return self.graph.call_module(name, (self._current(node.args[0]),)), scale
 
     def _avgpool(self, node):
@@ -198,7 +200,10 @@ class _Builder:
         scale = self._scale(node.args[0])
         if scale is not None and scale.dim() > 0:
             scale = scale.expand(sample_shape(node.args[0])).reshape(sample_shape(node)).clone()
-        return self._copy(node), scale
+        new = self._copy(node)
+        if new.op == "call_method" and new.target == "view":  # spiking pools may return non-contiguous spikes
+            new.target = "reshape"
+        return new, scale
 
 
 def _absorb_input_scale(layer: nn.Module, scale: torch.Tensor) -> bool:

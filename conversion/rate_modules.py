@@ -9,7 +9,8 @@ from spikec.surrogate import Surrogate, relative_to_threshold
 
 
 class BalancedIF(IF):
-    """IF neuron of a converted layer: threshold = the layer's activation scale, reset by subtraction.
+    """IF neuron of a converted layer: threshold = the layer's activation scale, reset by subtraction
+    (default) or to zero (``reset="zero"``, the neuron NIR and most neuromorphic chips have).
 
     The initial membrane ``v_init_fraction * threshold`` (default one half, Bu et al. 2022) is a
     buffer, so it follows the threshold through ``state_dict``. Its surrogate gradient is measured
@@ -17,9 +18,10 @@ class BalancedIF(IF):
     hold one value per channel.
     """
 
-    def __init__(self, threshold: torch.Tensor | float, v_init_fraction: float = 0.5, surrogate: Surrogate | None = None):
+    def __init__(self, threshold: torch.Tensor | float, v_init_fraction: float = 0.5, surrogate: Surrogate | None = None,
+                 reset: str = "subtract"):
         threshold = torch.as_tensor(threshold, dtype=torch.float32).detach().clone()
-        super().__init__(threshold=threshold, reset="subtract", v_init=0.0, surrogate=surrogate)
+        super().__init__(threshold=threshold, reset=reset, v_init=0.0, surrogate=surrogate)
         del self.v_init
         self.register_buffer("v_init", float(v_init_fraction) * self.threshold.detach().clone())
 

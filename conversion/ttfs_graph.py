@@ -174,6 +174,10 @@ class _Compiler:
         elif isinstance(m, _BN):
             raise SpikecError(f"TTFS conversion: batch norm {node.target!r} was not folded into a Conv/Linear "
                               f"(it must directly follow one)")
+        elif type(m).__name__ == "InputShiftCurrent":
+            raise SpikecError(f"TTFS conversion: {node.target!r} is the shift of an input normalisation (or a batch norm "
+                              f"after a ReLU) cut by zero padding, a per-position current TTFS layers do not have; "
+                              f"train without --normalize for TTFS")
         else:
             raise SpikecError(f"TTFS conversion does not support {type(m).__name__} at {node.target!r}")
 

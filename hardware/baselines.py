@@ -2,10 +2,13 @@
 and the ANN on a digital 45 nm accelerator.
 
 - **rate_snn_crossbar** (:func:`rate_snn_energy`): the rate SNN converted from the same ANN runs
-  on the same tiles (same conductances, no ramp rows). Every input spike is a one-cycle read
-  pulse on its row, IF neurons are powered for all ``T`` steps (no power gating), spike counts
-  come from ``spikec.record``. The first layer gets the analog input every step (direct coding),
-  a pulse ``x`` cycles wide.
+  on the same tiles (same conductances, no ramp rows). Every input spike is a read pulse of
+  ``read_pulse_s`` on its row, IF neurons are powered for all ``T`` steps (no power gating), spike
+  counts come from ``spikec.record``. The first layer gets the analog input every step (direct
+  coding), a pulse ``x * read_pulse_s`` wide. :func:`value_network` rebuilds the ANN from the TTFS
+  layers (residual additions included, :class:`ProgramValues`); :func:`rate_networks` converts it
+  with percentile thresholds and, fine-tuned with QCFS activations, as the QCFS baseline;
+  :func:`iso_accuracy_rate` finds the fewest steps reaching a target accuracy.
 - **ann_digital_fp32 / ann_digital_int8** (:func:`digital_energy`): every multiply-accumulate of
   the ANN at Horowitz's 45 nm energies, plus SRAM traffic with ideal reuse (each weight read
   once, each activation written once and read once per layer).
@@ -17,16 +20,18 @@ and the ANN on a digital 45 nm accelerator.
 """
 from __future__ import annotations
 
+import copy
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from spikec.conversion.ttfs_layers import TTFSLayer, TTFSReadout, TTFSTimeOp
-from spikec.errors import SpikecError
+from spikec.errors import SpikecError, UsageError
 from spikec.hardware.config import HardwareConfig
 from spikec.hardware.energy import rate_layer_energy
-from spikec.hardware.extract import unroll_index, unroll_inputs
+from spikec.hardware.extract import stack_sources, unroll_index, unroll_inputs
 from spikec.hardware.mapping import tile_layer
 from spikec.hardware.simulate import run_program
 from spikec.hardware.timing import RunOptions
@@ -36,8 +41,8 @@ ENERGY_PARTS = ("crossbar", "neuron", "driver", "buffer", "static")
 
 # ---------------------------------------------------------------- the ANN behind a TTFS network
 
-def value_network(snn) -> nn.Sequential:
-    """The ReLU network a (chain-shaped) TTFS network computes, in its normalised units.
+def value_network(snn) -> nn.Module:
+    """The ReLU network a TTFS network computes, in its normalised units (:class:`ProgramValues` if not a chain).
 
     Layer ``l`` outputs ``ReLU(W_l a + b_l)`` with the TTFS layer's own weights (activations divided
     by the window scale ``M_l``); the last layer outputs the logits (readout weights times its
@@ -46,6 +51,8 @@ def value_network(snn) -> nn.Sequential:
     """
     if snn.encoder.signed:
         raise SpikecError("rate baseline: TTFS networks with signed inputs are not supported")
+    if not _is_chain(snn):
+        return ProgramValues(snn).eval()
     modules: list[nn.Module] = []
     slot = 0
     for name, ins, out in snn.program:
@@ -67,6 +74,92 @@ def value_network(snn) -> nn.Sequential:
                 modules.append(nn.ReLU())
         slot = out
     return nn.Sequential(*modules).eval()
+
+
+def _is_chain(snn) -> bool:
+    slot = 0
+    for name, ins, out in snn.program:
+        if tuple(ins) != (slot,):
+            return False
+        m = snn.ops[name]
+        if not isinstance(m, TTFSTimeOp) and len(m.synapses) != 1:
+            return False
+        slot = out
+    return True
+
+
+class ProgramValues(nn.Module):
+    """The ReLU network of a TTFS network of any shape: skip synapses become residual additions.
+
+    Each program step reads its input slots; a layer adds the outputs of its synapses (each a
+    weighted module with its linear pre/post ops; an identity-skip ``gain`` synapse is a 1x1
+    convolution with ``gain * I``), then applies a ReLU (``act[name]``; not for the readout).
+    The rate converter traces it like any ANN with residual additions.
+    """
+
+    def __init__(self, snn):
+        super().__init__()
+        self.syn = nn.ModuleDict()
+        self.act = nn.ModuleDict()
+        self.time = nn.ModuleDict()
+        self.plan = []
+        inputs = set(range(2 if snn.encoder.signed else 1))
+        shapes = _slot_shapes(snn)
+        for name, ins, out in snn.program:
+            m = snn.ops[name]
+            key = name.replace(".", "_")
+            if isinstance(m, TTFSTimeOp):
+                self.time[key] = _time_op_module(m.op)
+                self.plan.append(("time", key, tuple(ins), out, 1))
+                continue
+            readout = isinstance(m, TTFSReadout)
+            for j, (syn, slot) in enumerate(zip(m.synapses, ins)):
+                gain = (1.0 / snn.encoder.scale if slot in inputs else 1.0) * (m.scale if readout else 1.0)
+                mods = [_linear_op_module(op) for op in syn.spec.pre]
+                if syn.spec.kind == "gain":
+                    mods.append(_gain_module(syn, gain, m.scale if readout else 1.0, shapes[slot]))
+                else:
+                    mods.append(_weighted_module(syn, gain, m.scale if readout else 1.0))
+                mods += [_linear_op_module(op) for op in syn.spec.post]
+                self.syn[f"{key}__{j}"] = nn.Sequential(*mods)
+            if not readout:
+                self.act[key] = nn.ReLU()
+            self.plan.append(("readout" if readout else "layer", key, tuple(ins), out, len(m.synapses)))
+
+    def forward(self, x):
+        slots = {0: x}
+        out = None
+        for kind, key, ins, out, n in self.plan:
+            if kind == "time":
+                slots[out] = self.time[key](slots[ins[0]])
+                continue
+            acc = self.syn[f"{key}__0"](slots[ins[0]])
+            for j in range(1, n):
+                acc = acc + self.syn[f"{key}__{j}"](slots[ins[j]])
+            slots[out] = self.act[key](acc) if kind == "layer" else acc
+        return slots[out]
+
+
+def _slot_shapes(snn) -> dict:
+    x = torch.zeros(1, *snn.input_shape, dtype=next(snn.parameters()).dtype)
+    outputs = snn.run(x)
+    shapes = {i: tuple(outputs["encoder"][i].shape[1:]) for i in range(outputs["encoder"].shape[0])}
+    for name, _, out in snn.program:
+        shapes[out] = tuple(outputs[name].shape[1:])
+    return shapes
+
+
+def _gain_module(syn, weight_gain: float, bias_gain: float, in_shape: tuple) -> nn.Module:
+    """An identity skip ``w * x + b`` as a 1x1 convolution (or a linear layer) with ``w * I``."""
+    w = float(syn.weight.detach()) * weight_gain
+    b = None if syn.bias is None else syn.bias.detach().to(torch.float32) * bias_gain
+    c = in_shape[0]
+    mod = nn.Conv2d(c, c, 1, bias=b is not None) if len(in_shape) == 3 else nn.Linear(c, c, bias=b is not None)
+    with torch.no_grad():
+        mod.weight.copy_(w * torch.eye(c).reshape(mod.weight.shape))
+        if b is not None:
+            mod.bias.copy_(b.expand(c))
+    return mod
 
 
 def _weighted_module(syn, weight_gain: float, bias_gain: float) -> nn.Module:
@@ -121,17 +214,44 @@ def _input_tiling(xb, config: HardwareConfig, with_bias: bool):
     return tile_layer(rows, xb.layer.neurons, config, xb.layer.positions)
 
 
-def _mean_uses(layer) -> float:
-    """Mean number of (position, row) entries each source neuron feeds (padding excluded)."""
+def _producers(program) -> list[list[tuple[str, int]]]:
+    """For each crossbar layer, the producer of each input slot: ``("encoder", 0)`` or ``("layer", i)``.
+
+    Spike-time ops (max pooling, reshapes) pass their input's producer on.
+    """
+    producer = {i: ("encoder", 0) for i in range(program.input_slots)}
+    out = []
+    li = 0
+    for step in program.steps:
+        if step.layer is None:
+            producer[step.output] = producer[step.inputs[0]]
+            continue
+        out.append([producer[i] for i in step.inputs])
+        producer[step.output] = ("layer", li)
+        li += 1
+    return out
+
+
+def _source_entries(layer) -> list[int]:
+    """Unrolled (position, row) entries reading each source of ``layer`` (stacked in ``source_shapes`` order)."""
     idx = unroll_index(layer)
-    return float((idx >= 0).sum()) / max(math.prod(layer.in_shape), 1)
+    shapes = layer.source_shapes or (layer.in_shape,)
+    counts, start = [], 0
+    for shape in shapes:
+        n = math.prod(shape)
+        counts.append(int(((idx >= start) & (idx < start + n)).sum()))
+        start += n
+    return counts
 
 
 def rate_snn_energy(model, rate_snn, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> dict:
     """Energy of ``rate_snn`` (IF neurons, direct input) on the crossbar of ``model`` (:class:`PEModel`).
 
-    Spike counts of every IF layer come from ``spikec.record``; IF layer ``l`` feeds crossbar
-    layer ``l + 1``. Returns the report entry (accuracy, energy per inference, latency, timesteps).
+    Spike counts of every IF layer come from ``spikec.record``; the ``l``-th IF layer is the
+    ``l``-th hidden TTFS layer. A crossbar layer's row drives are, per source it reads (the
+    previous layer, a skip source, the analog input), the source's spikes times the unrolled
+    entries reading that source per source neuron (max pooling in between: spikes of the layer
+    before it). Returns the report entry (accuracy, energy per inference, latency, timesteps).
     """
     import spikec
 
@@ -150,17 +270,20 @@ def rate_snn_energy(model, rate_snn, x: torch.Tensor, y: torch.Tensor, batch_siz
         raise SpikecError(f"rate baseline: the rate SNN has {len(spiking)} spiking layers but the TTFS network "
                           f"{len(xbs) - 1} hidden layers; cannot align them")
     layers = {}
-    first = xbs[0].layer
     x_values = (x / model.program.encoder_scale).clamp(0, 1).to(torch.float64)
-    analog_uses = unroll_inputs(first, x_values.reshape(x.shape[0], *first.in_shape), 0.0).sum((-2, -1)) * T
-    for i, xb in enumerate(xbs):
+    for i, (xb, sources) in enumerate(zip(xbs, _producers(model.program))):
         layer = xb.layer
-        if i == 0:
-            uses = analog_uses
-        else:
-            src = spiking[i - 1]
-            ratio = math.prod(layer.in_shape) / max(src.num_neurons, 1)  # max pooling between them
-            uses = src.sample_spikes.to(torch.float64) * ratio * _mean_uses(layer)
+        entries = _source_entries(layer)
+        uses = torch.zeros(x.shape[0], dtype=torch.float64)
+        for j, ((kind, src), n_entries) in enumerate(zip(sources, entries)):
+            if kind == "encoder":  # analog input: a pulse x * t_pulse wide every step, on every row reading it
+                parts = [x_values.reshape(x.shape[0], *sh) if k == j else torch.zeros(x.shape[0], *sh, dtype=torch.float64)
+                         for k, sh in enumerate(layer.source_shapes or (layer.in_shape,))]
+                stacked = stack_sources(layer, parts).reshape(x.shape[0], *layer.in_shape)
+                uses = uses + unroll_inputs(layer, stacked, 0.0).sum((-2, -1)) * T
+            else:
+                rec_src = spiking[src]
+                uses = uses + rec_src.sample_spikes.to(torch.float64) * n_entries / max(rec_src.num_neurons, 1)
         uses = uses + (T * layer.positions if xb.bias_rows else 0)
         out_spikes = spiking[i].sample_spikes.to(torch.float64) if i < len(spiking) else torch.zeros_like(uses)
         n_rows = xb.input_rows + xb.bias_rows
@@ -182,6 +305,106 @@ def _entry(layers: dict, **extra) -> dict:
     energy = {k: sum(p["energy_per_inference_j"][k] for p in per_layer.values()) for k in ENERGY_PARTS + ("total",)}
     latency = sum(p["latency_s"] for p in per_layer.values())
     return {"energy_per_inference_j": energy, "latency_s": latency, "layers": per_layer, **extra}
+
+
+# ---------------------------------------------------------------- rate baselines at equal accuracy
+
+RATE_TIMESTEPS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+RATE_METHODS = ("percentile", "qcfs")
+
+
+@dataclass(frozen=True)
+class RateBaselineOptions:
+    """How the rate baselines are built from the TTFS network's ANN (every subset a seeded stratified draw).
+
+    ``calib_samples``: training inputs that set the rate thresholds (percentile 99.9, spikec's
+    default). QCFS (Bu et al., ICLR 2022): the ReLUs of the same ANN become QCFS activations with
+    ``qcfs_levels`` steps and threshold 1 (the TTFS window scale), fine-tuned for ``qcfs_epochs``
+    epochs (Adam, ``qcfs_lr``, cosine) on ``qcfs_samples`` training samples; the converted SNN keeps
+    the trained thresholds (defaults: the best of 5 settings tried on the digits VGG-11, see
+    ``benchmarks/results/energy_comparison.md``). ``timesteps``: the steps tried, fewest first.
+    """
+
+    methods: tuple[str, ...] = RATE_METHODS
+    timesteps: tuple[int, ...] = RATE_TIMESTEPS
+    calib_samples: int = 512
+    qcfs_levels: int = 8
+    qcfs_epochs: int = 5
+    qcfs_samples: int = 2048
+    qcfs_lr: float = 1e-3
+    seed: int = 0
+
+    def __post_init__(self):
+        unknown = [m for m in self.methods if m not in RATE_METHODS]
+        if unknown or not self.methods:
+            raise UsageError(f"rate baseline methods must be some of {', '.join(RATE_METHODS)}, got {unknown or 'none'}")
+        if not self.timesteps or any(int(t) < 1 for t in self.timesteps):
+            raise UsageError(f"rate baseline timesteps must be >= 1, got {self.timesteps}")
+        for name in ("calib_samples", "qcfs_levels", "qcfs_samples"):
+            if int(getattr(self, name)) < 1:
+                raise UsageError(f"rate baseline {name} must be >= 1, got {getattr(self, name)}")
+        if int(self.qcfs_epochs) < 0 or not self.qcfs_lr > 0:
+            raise UsageError(f"rate baseline: qcfs_epochs must be >= 0 and qcfs_lr > 0, got {self.qcfs_epochs}, {self.qcfs_lr}")
+        object.__setattr__(self, "timesteps", tuple(sorted(int(t) for t in self.timesteps)))
+
+
+def qcfs_network(ann: nn.Sequential, x_train: torch.Tensor, y_train: torch.Tensor,
+                 options: RateBaselineOptions) -> nn.Sequential:
+    """A copy of ``ann`` with every ReLU replaced by QCFS, fine-tuned on a stratified draw of the training data."""
+    from spikec.conversion.qcfs import QCFS
+    from spikec.data.sample import stratified_tensors
+    from spikec.training import train
+
+    net = copy.deepcopy(ann)
+    for parent in list(net.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, nn.ReLU):
+                setattr(parent, child_name, QCFS(options.qcfs_levels, threshold=1.0))
+    if options.qcfs_epochs > 0:
+        xs, ys = stratified_tensors((x_train, y_train), options.qcfs_samples, options.seed)
+        train(net, (xs.to(torch.float32), ys), epochs=options.qcfs_epochs, lr=options.qcfs_lr, batch_size=64,
+              seed=options.seed, progress=False)
+    return net.eval()
+
+
+def rate_networks(snn, x_train: torch.Tensor, y_train: torch.Tensor, options: RateBaselineOptions) -> dict:
+    """``{method: (ann, rate SNN)}``: each rate SNN converted once (its ``timesteps`` is set per run)."""
+    import spikec
+    from spikec.data.sample import stratified_tensors
+
+    calib, _ = stratified_tensors((x_train, y_train), options.calib_samples, options.seed)
+    calib = calib.to(torch.float32)
+    base = value_network(snn)
+    out = {}
+    for method in options.methods:
+        ann = base if method == "percentile" else qcfs_network(base, x_train, y_train, options)
+        out[method] = (ann, spikec.convert(ann, calib, coding="rate", timesteps=options.timesteps[0]))
+    return out
+
+
+def iso_accuracy_rate(model, rate_snn, x: torch.Tensor, y: torch.Tensor, target: float,
+                      timesteps=RATE_TIMESTEPS) -> dict:
+    """The rate SNN at the fewest of ``timesteps`` whose accuracy reaches ``target`` (the largest if none does).
+
+    The entry is :func:`rate_snn_energy`'s at that ``T`` plus ``target_accuracy``, ``reached`` and
+    ``search`` (accuracy and energy at every ``T`` tried). ``rate_snn.timesteps`` is restored.
+    """
+    before = rate_snn.timesteps
+    search, best = [], None
+    try:
+        for T in sorted(int(t) for t in timesteps):
+            rate_snn.timesteps = T
+            best = rate_snn_energy(model, rate_snn, x, y)
+            search.append({"timesteps": T, "accuracy": best["accuracy"],
+                           "energy_j": best["energy_per_inference_j"]["total"]})
+            if best["accuracy"] >= target - 1e-12:
+                break
+    finally:
+        rate_snn.timesteps = before
+    best["target_accuracy"] = target
+    best["reached"] = best["accuracy"] >= target - 1e-12
+    best["search"] = search
+    return best
 
 
 # ---------------------------------------------------------------- digital accelerator
@@ -249,7 +472,7 @@ def reram_adc_energy(model, x: torch.Tensor, batch_size: int = 128) -> dict:
         reads = int((unroll_index(layer) >= 0).sum())  # source values read, over all positions
         latency = P * bits * c.adc_columns_muxed * c.cycle_s
         layers[layer.name] = {
-            "crossbar": c.v_read**2 * c.cycle_s * g_cycles,
+            "crossbar": c.v_read**2 * c.read_pulse_s * g_cycles,
             "driver": c.driver_energy_j * tiling.col_tiles * pulses,
             "neuron": (c.adc_energy_j + c.int8_add_j) * conversions,
             "buffer": bits * c.buffer_energy_per_bit_j * (reads + K * P),

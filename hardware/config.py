@@ -22,7 +22,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 from spikec.errors import UsageError
 from spikec.io.atomic import atomic_write_text
 
-PRESETS = ("twin-column",)
+PRESETS = ("twin-column", "yan-vlsi2019")
 _OPTIONAL_INTS = ("tta_time", "buffer_bits", "ann_input_bits")
 
 NEUROSIM = "DNN+NeuroSim V1.4, Param.cpp (Peng, Huang, Lu, Yu; IEDM 2019 / github neurosim)"
@@ -48,8 +48,15 @@ class HardwareConfig:
     r_off_ohm: float = _f(1.7e6, "crossbar", "ohm", f"{NEUROSIM}: resistanceOff = 100e3*17")
     cell_levels: int = _f(16, "crossbar", "conductance levels per cell",
                           "assumption: 4-bit multi-level ReRAM cell (weights use levels-1 steps above G_off)")
-    v_read: float = _f(0.2, "crossbar", "V",
-                       "assumption: low read voltage in the linear I-V region (NeuroSim uses 0.51 V at 45 nm for ADC reads)")
+    cells_per_weight: int = _f(2, "crossbar", "cells per weight and sign",
+                               "issue 14 mapping: a weight's G+ (and G-) is spread over this many cells on parallel "
+                               "columns into the same integrator, cells_per_weight*(cell_levels-1) levels a side; 2 keeps "
+                               "CIFAR networks within about a point of the SNN (16 levels alone lost ~4 points on a ResNet-20)")
+    v_read: float = _f(0.1, "crossbar", "V",
+                       "assumption, the read voltage of the yan-vlsi2019 preset (same device): low, in the linear I-V "
+                       "region; the measured 0.257 pJ/MAC bounds it (above ~0.19 V the array alone would exceed it)")
+    read_pulse_s: float = _f(10e-9, "crossbar", "s per rate-coded read pulse",
+                             f"{NEUROSIM}: readPulseWidth = 10e-9 (rate baselines and ADC bit planes; at most one cycle)")
     conv_copies: int = _f(1, "crossbar", "tile copies per conv layer",
                           "issue 7 default: one copy, output positions run one after another")
     # timing
@@ -57,24 +64,33 @@ class HardwareConfig:
                          "B. Yan et al., RRAM-based spiking nonvolatile CIM processing engine, VLSI 2019: 50 MHz")
     window_bits: int = _f(6, "timing", "bits (window = 2^b steps)", "assumption: 6-bit spike-time windows")
     # neuron (charge amplifier + comparator)
-    opamp_power_w: float = _f(10e-6, "neuron", "W",
-                              "assumption: low-power integrator opamp of the post-neuron (dominates its power, ASTERS)")
+    opamp_power_w: float = _f(1.32e-6, "neuron", "W",
+                              "derived from the yan-vlsi2019 calibration (hardware/calibration.py derive_twin_column): the calibrated neuron power 7.32 uW at 0.15 um, 1.5 V, times the analog "
+                              "rule (45/150)*(0.9/1.5)")
     comparator_energy_j: float = _f(20e-15, "neuron", "J per active cycle",
                                     "assumption: clocked latch comparator, one decision per cycle")
     spike_energy_j: float = _f(50e-15, "neuron", "J per output spike", "assumption: pulse generator and latch")
-    wakeup_energy_j: float = _f(200e-15, "neuron", "J per power-gated wake-up",
-                                "assumption: one clock period of opamp power to settle (10 uW x 20 ns)")
+    wakeup_energy_j: float = _f(26.4e-15, "neuron", "J per power-gated wake-up",
+                                "derived from the yan-vlsi2019 calibration (hardware/calibration.py derive_twin_column): assumption that settling takes one clock period of opamp power (1.32 uW x 20 ns)")
     power_gating: bool = _f(True, "neuron", "on/off",
                             "ASTERS (Li et al., DAC 2022): the post-neuron module is gated off once its neuron fired")
+    wakeup_on_input: bool = _f(False, "neuron", "on/off",
+                               "issue 14 option (event-driven wake-up): a run's integrators stay gated off until the "
+                               "first current into the crossbar (first input spike; a bias row from its start); "
+                               "off = on from the start of the run, as in ASTERS")
     # periphery
-    driver_energy_j: float = _f(10e-15, "periphery", "J per input spike per tile row",
-                                "assumption: ~100 fF row line charged to V_read plus driver overhead")
+    driver_energy_j: float = _f(1.08e-15, "periphery", "J per input spike per tile row",
+                                "derived from the yan-vlsi2019 calibration (hardware/calibration.py derive_twin_column): the preset's 20 fJ (an assumption) times the digital rule (45/150)*(0.9/1.5)^2 "
+                                "and the row length 128/256")
     buffer_energy_per_bit_j: float = _f(10e-12 / 64, "periphery", "J per bit written or read",
                                         f"{HOROWITZ}: 8 KB SRAM, 64-bit access 10 pJ")
     buffer_bits: int | None = _f(None, "periphery", "bits per stored spike time",
                                  "derived: window_bits when unset (one b-bit time per spike)")
-    tile_leakage_w: float = _f(1e-6, "periphery", "W per tile", "assumption: peripheral leakage of one tile")
-    control_power_w: float = _f(20e-6, "periphery", "W", "assumption: PE controller and clock tree")
+    tile_leakage_w: float = _f(0.45e-6, "periphery", "W per tile",
+                               "derived from the yan-vlsi2019 calibration (hardware/calibration.py derive_twin_column): the preset's 10 uW per macro (an assumption) times the analog rule and the cell "
+                               "ratio 128^2/256^2")
+    control_power_w: float = _f(21.6e-6, "periphery", "W",
+                                "derived from the yan-vlsi2019 calibration (hardware/calibration.py derive_twin_column): the preset's 200 uW (an assumption) times the digital rule")
     # timing threshold adjustment (TTA)
     tta: bool = _f(True, "tta", "on/off",
                    "ASTERS (Li et al., DAC 2022) timing threshold adjustment; off = every run lasts its whole window")
@@ -129,6 +145,11 @@ class HardwareConfig:
         return self.tile_cols // 2
 
     @property
+    def neurons_per_tile(self) -> int:
+        """Neurons one tile holds: ``2 * cells_per_weight`` columns each."""
+        return self.tile_cols // (2 * self.cells_per_weight)
+
+    @property
     def window_steps(self) -> int:
         return 2 ** self.window_bits
 
@@ -167,6 +188,9 @@ def _validate(c: HardwareConfig) -> None:
             raise ValueError(f"hardware config: {name} must be >= 1, got {getattr(c, name)}")
     if c.tile_cols < 2 or c.tile_cols % 2:
         raise ValueError(f"hardware config: tile_cols must be even (twin columns), got {c.tile_cols}")
+    if c.cells_per_weight < 1 or c.tile_cols < 2 * c.cells_per_weight:
+        raise ValueError(f"hardware config: cells_per_weight must be >= 1 and fit a tile (2 * cells <= tile_cols = "
+                         f"{c.tile_cols}), got {c.cells_per_weight}")
     if c.cell_levels < 2:
         raise ValueError(f"hardware config: cell_levels must be >= 2, got {c.cell_levels}")
     if not 0 < c.r_on_ohm < c.r_off_ohm:
@@ -185,6 +209,12 @@ def _validate(c: HardwareConfig) -> None:
     for name in ("v_read", "clock_hz"):
         if getattr(c, name) <= 0:
             raise ValueError(f"hardware config: {name} must be > 0, got {getattr(c, name)}")
+    if not 0 < c.read_pulse_s <= c.cycle_s * (1 + 1e-9):
+        raise ValueError(f"hardware config: read_pulse_s must lie in (0, 1/clock_hz = {c.cycle_s:g}], got {c.read_pulse_s}")
+    for name in ("opamp_power_w", "comparator_energy_j", "spike_energy_j", "wakeup_energy_j", "driver_energy_j",
+                 "buffer_energy_per_bit_j", "tile_leakage_w", "control_power_w"):
+        if getattr(c, name) < 0:
+            raise ValueError(f"hardware config: {name} must be >= 0, got {getattr(c, name)}")
 
 
 def field_docs() -> list[dict]:

@@ -2,18 +2,26 @@
 
 A layer's crossbar rows are, in order:
 
-1. ``N`` input rows (the unrolled weight ``W``): row ``i`` is switched on at its input spike's
-   step and off when the source window closes, so it integrates ``w * (1 - tau)`` (the TTFS
-   neuron of ``docs/ttfs.md``);
-2. one bias row (if the layer has a bias) on for the whole source window: it integrates ``b``;
-3. ``n_r = ceil(1 / w_max)`` ramp rows, on from the opening of the layer's own window until the
-   layer stops (or, with power gating, until the pair's neuron fired). Together they are the
-   slope-1 ramp of the output phase. Each is programmed to the analog target ``G+ = G_off +
-   (G_on - G_off) / (n_r * w_max)``, ``G- = G_off`` (assumption: ramp cells are written with
-   program-and-verify to that value rather than to a weight level), so the ramp passes through
-   the same column pair, and a gain error of the pair scales charge and ramp alike.
+1. ``N`` input rows (the unrolled weight ``W``, skip-connection rows included): row ``i`` is
+   switched on at its input spike's step and off when the source window closes, so it
+   integrates ``w * (1 - tau)`` (the TTFS neuron of ``docs/ttfs.md``);
+2. ``n_b`` bias rows (if the layer has a bias), on for the whole source window: together they
+   integrate ``b``, rounded to the pair's cell grid and spread over as many cells as its level
+   count needs (:func:`~spikec.hardware.mapping.split_levels`);
+3. ``n_r = max_k ceil(1 / (step_k m (L - 1)))`` ramp rows (``m = cells_per_weight``), on from the opening of the layer's own
+   window until the layer stops (or, with power gating, until the pair's neuron fired). Together
+   they are the slope-1 ramp of the output phase. Each is programmed to the analog target
+   ``G+ = m G_off + (G_on - G_off) / (n_r step_k (L - 1))``, ``G- = m G_off`` (assumption: ramp cells are
+   written with program-and-verify to that value rather than to a weight level), so the ramp
+   passes through the same column pair, and a gain error of the pair scales charge and ramp alike.
 
-Weights and bias map to ``G+/- = G_off + (G_on - G_off) * q(max(+/-w, 0) / w_max)``.
+4. copies of identity-shortcut rows: a shortcut's gain (one weight per neuron, often far larger
+   than the conv weights beside it) does not set the pair's scale; it is spread over the row and
+   ``n - 1`` copies driven by the same replayed spike (one buffer read, one drive per row).
+
+Weights map to levels of the layer's :func:`~spikec.hardware.mapping.cell_grid`. Cells of tiles
+that hold only zero weights are not allocated: conductance 0 (they conduct nothing, vary
+nothing, and no driver reaches them).
 """
 from __future__ import annotations
 
@@ -24,7 +32,9 @@ import torch
 
 from spikec.hardware.config import HardwareConfig
 from spikec.hardware.extract import PELayer
-from spikec.hardware.mapping import Tiling, conductances, effective_weight, tile_layer
+from spikec.hardware.mapping import (
+    CellGrid, Tiling, bias_rows_needed, cell_grid, effective_weight, level_conductances, split_levels, tile_sparse,
+)
 from spikec.hardware.variation import vary_conductances
 
 
@@ -35,14 +45,26 @@ class Crossbar:
     layer: PELayer
     g_pos: torch.Tensor
     g_neg: torch.Tensor
-    w_max: float
+    grid: CellGrid
     bias_rows: int
     ramp_rows: int
     tiling: Tiling
+    allocated: torch.Tensor  # [rows, K] bool: the cell exists (its tile holds a nonzero weight)
+    row_col_tiles: torch.Tensor  # [rows] allocated column tiles each row's drive reaches
+    dup_of: torch.Tensor  # [D] input row each replayed copy row (after the ramp rows) repeats
 
     @property
     def input_rows(self) -> int:
         return self.layer.rows
+
+    @property
+    def step(self) -> torch.Tensor:
+        return self.grid.step
+
+    @property
+    def w_max(self) -> float:
+        """Largest weight a cell of the layer can hold (the coarsest pair's full scale)."""
+        return float(self.grid.step.max()) * self.grid.max_level
 
 
 @dataclass(frozen=True)
@@ -66,24 +88,55 @@ class ChipLayer:
         return self.g_pos.shape[0]
 
 
+def _gain_rows(layer: PELayer) -> torch.Tensor:
+    """``[rows]`` bool: the rows of identity (gain) synapses."""
+    mask = torch.zeros(layer.rows, dtype=torch.bool)
+    for g in layer.groups:
+        if g.kind == "gain":
+            mask[g.start:g.stop] = True
+    return mask
+
+
 def program_crossbar(layer: PELayer, config: HardwareConfig) -> Crossbar:
     """Rows and target conductances of ``layer`` (see the module docstring)."""
-    w_max = layer.w_max
     w = layer.weight.to(torch.float64)
-    parts = [w]
+    gain = _gain_rows(layer)
+    grid = cell_grid(w, config, ~gain if bool(gain.any()) else None)
+    step = grid.step
+    levels = grid.levels_of(w).t()  # [N, K]
+    dup_of = torch.zeros(0, dtype=torch.long)
+    dup_levels = torch.zeros(0, layer.neurons, dtype=torch.float64)
+    if bool(gain.any()):  # identity shortcuts: a gain of many levels spread over replayed copies of its row
+        rows = gain.nonzero().squeeze(1)
+        q = torch.round(w[:, rows].t() / step)  # [g, K]
+        n = max(1, bias_rows_needed(q.reshape(-1), grid.max_level))
+        parts = split_levels(q.reshape(-1), n, grid.max_level).reshape(n, *q.shape)
+        levels[rows] = parts[0]
+        dup_of = rows.repeat(n - 1)
+        dup_levels = parts[1:].reshape(-1, layer.neurons)
     bias_rows = 0
+    parts = [levels]
     if layer.bias is not None:
-        parts.append(layer.bias.to(torch.float64).unsqueeze(1))
-        bias_rows = 1
-    g_pos, g_neg = conductances(torch.cat(parts, dim=1), config, w_max)
-    ramp_rows = max(1, math.ceil(1.0 / w_max - 1e-12))
+        b_levels = torch.round(layer.bias.to(torch.float64) / step)
+        bias_rows = max(1, bias_rows_needed(b_levels, grid.max_level))
+        parts.append(split_levels(b_levels, bias_rows, grid.max_level))
+    g_pos, g_neg = level_conductances(torch.cat(parts), config)
+    ramp_rows = max(1, int(math.ceil(float((1.0 / (step * grid.max_level)).max()) - 1e-12)))
     span = config.g_on - config.g_off
-    ramp_pos = torch.full((ramp_rows, layer.neurons), config.g_off + span / (ramp_rows * w_max), dtype=torch.float64)
-    ramp_neg = torch.full((ramp_rows, layer.neurons), config.g_off, dtype=torch.float64)
-    g_pos = torch.cat([g_pos, ramp_pos])
-    g_neg = torch.cat([g_neg, ramp_neg])
-    tiling = tile_layer(g_pos.shape[0], layer.neurons, config, layer.positions)
-    return Crossbar(layer, g_pos, g_neg, w_max, bias_rows, ramp_rows, tiling)
+    base = config.cells_per_weight * config.g_off  # a ramp row has a cell in each of the pair's columns too
+    unit = span / (config.cell_levels - 1)
+    ramp_pos = (base + unit / (ramp_rows * step)).expand(ramp_rows, layer.neurons)
+    ramp_neg = torch.full((ramp_rows, layer.neurons), base, dtype=torch.float64)
+    dup_pos, dup_neg = level_conductances(dup_levels, config)
+    g_pos = torch.cat([g_pos, ramp_pos, dup_pos])
+    g_neg = torch.cat([g_neg, ramp_neg, dup_neg])
+    nonzero = torch.cat([levels != 0, torch.ones(bias_rows + ramp_rows, layer.neurons, dtype=torch.bool),
+                         dup_levels != 0])
+    tiling, allocated, per_row = tile_sparse(nonzero, config, layer.positions)
+    zero = torch.zeros((), dtype=torch.float64)
+    g_pos = torch.where(allocated, g_pos, zero)
+    g_neg = torch.where(allocated, g_neg, zero)
+    return Crossbar(layer, g_pos, g_neg, grid, bias_rows, ramp_rows, tiling, allocated, per_row, dup_of)
 
 
 def make_chips(crossbar: Crossbar, config: HardwareConfig, chips: int, layer_index: int,
@@ -98,16 +151,23 @@ def make_chips(crossbar: Crossbar, config: HardwareConfig, chips: int, layer_ind
         g_neg = crossbar.g_neg.expand(shape)
     else:
         g_pos, g_neg = vary_conductances(crossbar.g_pos, crossbar.g_neg, config, chips, layer_index, copies, sigma)
+        zero = torch.zeros((), dtype=torch.float64)
+        g_pos = torch.where(crossbar.allocated, g_pos, zero)  # cells that do not exist stay 0
+        g_neg = torch.where(crossbar.allocated, g_neg, zero)
     return chip_layer(crossbar, g_pos, g_neg, config)
 
 
 def chip_layer(crossbar: Crossbar, g_pos: torch.Tensor, g_neg: torch.Tensor, config: HardwareConfig) -> ChipLayer:
     """The weights, bias and ramp slope realised by conductances ``[chips, copies, rows, K]``."""
-    w = effective_weight(g_pos, g_neg, config, crossbar.w_max)
+    w = effective_weight(g_pos, g_neg, config, crossbar.step)
     n = crossbar.input_rows
+    nb = crossbar.bias_rows
     weight = w[..., :n, :]
-    bias = w[..., n, :] if crossbar.bias_rows else torch.zeros_like(w[..., 0, :])
-    ramp = w[..., n + crossbar.bias_rows:, :].sum(-2)
+    bias = w[..., n:n + nb, :].sum(-2) if nb else torch.zeros_like(w[..., 0, :])
+    nr = crossbar.ramp_rows
+    ramp = w[..., n + nb:n + nb + nr, :].sum(-2)
+    if crossbar.dup_of.numel():  # copies read the same input as their row: their weights add up
+        weight = weight.clone().index_add_(-2, crossbar.dup_of, w[..., n + nb + nr:, :])
     return ChipLayer(crossbar, g_pos, g_neg, weight, bias, ramp)
 
 

@@ -35,7 +35,7 @@ def layer_energy(
     row_end: torch.Tensor | None = None,
     fire_start: float = 0.0,
     buffered_rows: int | None = None,
-    col_tiles: int = 1,
+    col_tiles: int | torch.Tensor = 1,
     tiles: int = 1,
     power_gating: bool | None = None,
 ) -> dict[str, torch.Tensor]:
@@ -55,7 +55,8 @@ def layer_energy(
         fire_start: step from which the comparator decides (the neuron's firing window opens).
         buffered_rows: the first ``buffered_rows`` rows carry spike times read from the buffer
             (default: all); the others (bias, ramp) are driven by the controller.
-        col_tiles: column tiles a row drive reaches (one driver per tile row per spike).
+        col_tiles: column tiles a row drive reaches (one driver per tile row per spike): a number,
+            or ``[rows]`` when empty tiles are left out.
         tiles: tiles of the layer (static leakage).
         power_gating: overrides ``config.power_gating``.
 
@@ -67,10 +68,12 @@ def layer_energy(
     ``min(t_out_pk, stop_p)`` with power gating, ``stop_p`` without):
 
     - crossbar = ``V_read^2 * dt * sum_{p,i,k} (G+_ik + G-_ik) * max(min(row_end_i, e_pk) - t_pi, 0)``
-    - opamp = ``P_opamp * dt * sum_{p,k} e_pk``; comparator = ``E_cmp * sum_{p,k} max(e_pk - fire_start, 0)``
-    - spike = ``E_spike * #fired``; wakeup = ``E_wake * P * K`` with power gating (each neuron
-      is woken once per position), else 0
-    - driver = ``E_drv * col_tiles * #(p, i) driven``
+    - opamp = ``P_opamp * dt * sum_{p,k} (e_pk - w_p)``, ``w_p = 0``, or with ``config.wakeup_on_input``
+      the first step any row of run ``p`` is switched on (:func:`wake_steps`);
+      comparator = ``E_cmp * sum_{p,k} max(e_pk - fire_start, 0)``
+    - spike = ``E_spike * #fired``; wakeup = ``E_wake * P * K`` with power gating or event-driven
+      wake-up (each neuron is woken once per position), else 0
+    - driver = ``E_drv * sum_{(p, i) driven} col_tiles_i``
     - buffer = ``bits * E_bit * (#buffered input spikes read + #output spikes written)``
     - static = ``(tiles * P_leak + P_ctrl) * latency``; latency = ``dt * sum over runs of the
       longest stop among the positions the run holds`` (``copies`` positions per run)
@@ -94,14 +97,16 @@ def layer_energy(
     fired = torch.isfinite(t_out)
     end = torch.minimum(t_out, stop.unsqueeze(-1)) if gating else stop.unsqueeze(-1).expand_as(t_out)
     driven = torch.isfinite(t_in)
+    wake = wake_steps(t_in, stop) if config.wakeup_on_input else torch.zeros_like(stop)
 
     crossbar = config.v_read**2 * dt * _conduction(g_sum, t_in, end, row_end)
-    opamp = config.opamp_power_w * dt * end.clamp(min=0).sum((-2, -1))
+    opamp = config.opamp_power_w * dt * (end - wake.unsqueeze(-1)).clamp(min=0).sum((-2, -1))
     comparator = config.comparator_energy_j * (end - fire_start).clamp(min=0).sum((-2, -1))
     spike_count = fired.sum((-2, -1)).to(torch.float64)
     spike = config.spike_energy_j * spike_count
-    wakeup = torch.full_like(spike, config.wakeup_energy_j * P * K if gating else 0.0)
-    driver = config.driver_energy_j * col_tiles * driven.sum((-2, -1)).to(torch.float64)
+    wakeup = torch.full_like(spike, config.wakeup_energy_j * P * K if gating or config.wakeup_on_input else 0.0)
+    col = torch.as_tensor(col_tiles, dtype=torch.float64)  # a number, or per row (allocated tiles it reaches)
+    driver = config.driver_energy_j * (driven.to(torch.float64) * col).sum((-2, -1))
     reads = driven[..., :buffered].sum((-2, -1)).to(torch.float64)
     buffer = config.spike_bits * config.buffer_energy_per_bit_j * (reads + spike_count)
     latency = dt * run_cycles(stop, _canonical_g(g_sum, t_in).shape[1])
@@ -113,6 +118,17 @@ def layer_energy(
         "total": total, "opamp": opamp, "comparator": comparator, "spike": spike, "wakeup": wakeup,
         "latency_s": latency, "spikes_in": reads, "spikes_out": spike_count,
     }
+
+
+def wake_steps(t_in: torch.Tensor, stop: torch.Tensor) -> torch.Tensor:
+    """``[..., P]`` step at which a run's integrators wake with event-driven wake-up.
+
+    The first current into the crossbar: the earliest row switched on (input spike, bias row, or
+    the ramp rows when the own window opens), never after the run stops. An integrator gated off
+    before that loses no charge, since no row conducts.
+    """
+    first = t_in.amin(-1) if t_in.shape[-1] else torch.full_like(stop, float("inf"))
+    return torch.minimum(first, stop)
 
 
 def _canonical_g(g_sum: torch.Tensor, t_in: torch.Tensor) -> torch.Tensor:
@@ -210,13 +226,13 @@ def rate_layer_energy(
 ) -> dict[str, torch.Tensor]:
     """Energy of one layer of a rate-coded SNN on the same crossbar (the baseline of issue 7).
 
-    Each input spike is a one-cycle read pulse on its row; ``input_uses`` counts row drives
-    (an input spike feeding ``u`` output positions counts ``u`` times; an analog first-layer input
-    counts its value, a pulse-width fraction of a cycle). IF neurons are powered for all
+    Each input spike is a read pulse of ``t_pulse = read_pulse_s`` on its row; ``input_uses``
+    counts row drives (an input spike feeding ``u`` output positions counts ``u`` times; an analog
+    first-layer input counts its value, a pulse ``x * t_pulse`` wide). IF neurons are powered for all
     ``timesteps`` steps at every position (no power gating), one comparator decision per step.
     Without per-row spike counts the row conductance is the layer mean:
 
-    - crossbar = ``V_read^2 * dt * uses * mean_i sum_k (G+_ik + G-_ik)``
+    - crossbar = ``V_read^2 * t_pulse * uses * mean_i sum_k (G+_ik + G-_ik)``
     - neuron = ``(P_opamp * dt + E_cmp) * T * K * P + E_spike * output_spikes``
     - driver = ``E_drv * col_tiles * uses``; buffer = ``ceil(log2 T) * E_bit * (uses + output_spikes)``
     - static = ``(tiles * P_leak + P_ctrl) * latency``, latency = ``ceil(P / copies) * T * dt``
@@ -228,7 +244,7 @@ def rate_layer_energy(
     out = torch.as_tensor(output_spikes, dtype=torch.float64)
     T = int(timesteps)
     bits = max(1, (T - 1).bit_length())
-    crossbar = config.v_read**2 * dt * uses * row_g
+    crossbar = config.v_read**2 * config.read_pulse_s * uses * row_g
     opamp = config.opamp_power_w * dt * T * K * positions + 0 * uses
     comparator = config.comparator_energy_j * T * K * positions + 0 * uses
     spike = config.spike_energy_j * out

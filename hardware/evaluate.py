@@ -20,6 +20,8 @@ from spikec.hardware.simulate import run_program
 from spikec.hardware.timing import RunOptions
 
 ENERGY_KEYS = COMPONENTS + NEURON_PARTS + ("total",)
+# bytes the big per-batch tensors of one layer run may take (the study stays well under 8 GB)
+MEMORY_BUDGET = 1.5e9
 
 
 @dataclass
@@ -77,16 +79,25 @@ class PEModel:
         return [compensate(ch, c, self.config, mode) for ch, c in zip(chips, calib)]
 
     # -- runs ------------------------------------------------------------------------------------
-    def predict(self, chips, x, options: RunOptions, thresholds=None, batch_size: int = 256) -> torch.Tensor:
+    def batch_size(self, chips: int, with_energy: bool) -> int:
+        """Samples per batch so the largest unrolled tensor (``[C, B, P, rows]`` float64, a few alive at once)
+        stays within ``MEMORY_BUDGET`` bytes: memory does not grow with the sample count."""
+        widest = max(xb.layer.positions * xb.g_pos.shape[0] for xb in self.crossbars)
+        live = 6 if with_energy else 3
+        return max(1, min(512, int(MEMORY_BUDGET // (8 * live * chips * widest))))
+
+    def predict(self, chips, x, options: RunOptions, thresholds=None, batch_size: int | None = None) -> torch.Tensor:
         """Classes ``[C, B]`` the chips pick (no energy accounting)."""
+        batch_size = batch_size or self.batch_size(chips[0].chips, False)
         preds = []
         for a in range(0, x.shape[0], batch_size):
             run = run_program(self.program, chips, x[a:a + batch_size], self.config, options, thresholds, with_energy=False)
             preds.append(run.predictions)
         return torch.cat(preds, dim=1)
 
-    def evaluate(self, chips, x, y, options: RunOptions, thresholds=None, batch_size: int = 128) -> EnergyResult:
+    def evaluate(self, chips, x, y, options: RunOptions, thresholds=None, batch_size: int | None = None) -> EnergyResult:
         """Accuracy, energy, latency and spikes of ``chips`` on ``(x, y)``."""
+        batch_size = batch_size or self.batch_size(chips[0].chips, True)
         S = self.config.window_steps
         names = self.layer_names
         sums = {n: {k: 0.0 for k in ENERGY_KEYS + ("latency_s", "spikes_out", "spikes_in")} for n in names}
@@ -147,15 +158,23 @@ class PEModel:
 
     def variation_sweep(self, x, y, calib: list[Calibration], sigmas, compensations, chips: int,
                         options: RunOptions, progress: bool = True) -> list[dict]:
-        """Accuracy over ``chips`` chips for each ``sigma`` and compensation mode (same chips for every mode)."""
+        """Accuracy over ``chips`` chips for each ``sigma`` and compensation mode (same chips for every mode).
+
+        Charges in float32 (accuracy only); a sigma without any variation simulates its one chip once.
+        """
         rows = []
         total = len(sigmas) * len(compensations)
         bar = tqdm(total=total, desc="variation", unit="setting", disable=not progress)
         for sigma in sigmas:
-            chip_set = self.chips(chips, sigma)
+            # without any variation every chip is the same one: simulate it once
+            same = float(sigma) == 0 and self.config.sigma_chip == 0 and self.config.stuck_on_rate == 0 \
+                and self.config.stuck_off_rate == 0
+            chip_set = self.chips(1 if same else chips, sigma)
             for mode in compensations:
                 thr = self.thresholds(chip_set, calib, mode)
-                acc = (self.predict(chip_set, x, options, thr) == y).to(torch.float64).mean(1)
+                acc = (self.predict(chip_set, x, options.replace(charge_dtype=torch.float32), thr) == y)
+                acc = acc.to(torch.float64).mean(1)
+                acc = acc.expand(chips) if same else acc
                 rows.append({"sigma": float(sigma), "compensation": mode, "accuracy_mean": float(acc.mean()),
                              "accuracy_std": float(acc.std(unbiased=False)), "chips": int(chips),
                              "accuracy_per_chip": [float(a) for a in acc]})
@@ -163,13 +182,19 @@ class PEModel:
         bar.close()
         return rows
 
-    def tta_curve(self, x, y, fractions, options: RunOptions, progress: bool = True) -> list[dict]:
-        """Accuracy, energy and latency on the nominal chip for each TTA fraction."""
+    def tta_curve(self, x, y, fractions, options: RunOptions, progress: bool = True,
+                  known: dict[float, EnergyResult] | None = None) -> list[dict]:
+        """Accuracy, energy and latency on the nominal chip for each TTA fraction.
+
+        ``known``: results already computed on the nominal chip with ``options`` at some fractions
+        (the study's main run), reused instead of simulated again.
+        """
         chips = self.nominal()
         rows = []
+        known = known or {}
         for f in tqdm(list(fractions), desc="tta", unit="fraction", disable=not progress):
             opts = options.replace(tta=True, tta_fraction=float(f))
-            r = self.evaluate(chips, x, y, opts)
+            r = known.get(float(f)) or self.evaluate(chips, x, y, opts)
             rows.append({"fraction": float(f), "accuracy": r.accuracy, "energy_j": r.energy["total"],
                          "latency_s": r.latency_s, "spikes": r.spikes})
         return rows

@@ -1,21 +1,32 @@
 """What the PE has to run: a TTFS network's layers as plain crossbar operations.
 
-A :class:`~spikec.conversion.ttfs_network.TTFSNetwork` layer integrates
-``post(W * pre(values)) + b`` from its synapses (``docs/ttfs.md``). The crossbar can only do one
-matrix-vector product per output position, so each layer is rewritten as one *unrolled* op:
+A :class:`~spikec.conversion.ttfs_network.TTFSNetwork` layer integrates ``sum_s post_s(W_s *
+pre_s(values_s)) + b`` over its synapses ``s`` (``docs/ttfs.md``). The crossbar does one
+matrix-vector product per output position, so each layer is rewritten as one *unrolled* op: a
+weight ``W [K, rows]`` shared by all ``P`` output positions and an index ``[P, rows]`` saying which
+source neuron each row reads at each position (``-1``: padding, reads nothing):
 
-- a linear synapse (with its average poolings and reshapes) becomes one dense matrix
-  ``W_c = W @ J_pre`` (``J_pre``: the pooling as a matrix);
+- a linear layer (any synapses, with their average poolings and reshapes) becomes one dense
+  matrix found by probing the synapses with unit inputs (``P = 1``);
 - a conv synapse with average pooling before it becomes one convolution with a larger kernel:
   pooling ``k_p``/stride ``s_p`` then a ``k``-kernel conv (stride ``s``, padding ``p``, dilation ``d``)
   equals a conv with kernel ``(k-1)*d*s_p + k_p``, stride ``s*s_p``, padding ``p*s_p`` whose taps
   are ``W / k_p^2`` (the input cropped to the pooled extent);
-- several synapses from the same window (e.g. a signed input's two populations) stack their rows.
+- average pooling *after* a conv (``k_p``/``s_p``) likewise: kernel ``(k_p-1)*s + (k-1)*d + 1``,
+  stride ``s*s_p``, same padding, taps ``W / k_p^2`` summed over the pooling window;
+- a grouped or depthwise conv becomes the dense conv with zeros outside each group (its rows and
+  columns are in group order, so the mapping leaves the empty off-diagonal tiles out);
+- a skip connection (a synapse whose source fired in an earlier window than the one just before)
+  gets its own rows: an identity shortcut is a ``1x1`` conv with weight ``gain * I``, a projection
+  its own conv. On the PE its source's spike times are replayed from the spike-time buffer
+  during the layer's input window: the charge ``w * (1 - tau)`` does not depend on when the
+  window is, because the neurons are non-leaky and cannot fire before their own window;
+- rows whose weights are all zero (pruned inputs) are dropped.
 
-Every rewrite is checked against the TTFS engineer's own ``weighted_op`` on random values; a
-layer the PE cannot run (a skip connection integrating over two windows, pooling after a conv)
-raises :class:`~spikec.errors.SpikecError` naming it. Max poolings and reshapes of spike times
-between layers (:class:`TTFSTimeOp`) stay as they are: digital logic on stored spike times.
+Every rewrite is checked against the TTFS engine's own ``weighted_op`` on random values; a layer
+the PE cannot run raises :class:`~spikec.errors.SpikecError` naming it. Max poolings and
+reshapes of spike times between layers (:class:`TTFSTimeOp`) stay as they are: digital logic on
+stored spike times.
 """
 from __future__ import annotations
 
@@ -29,6 +40,8 @@ from spikec.conversion.ttfs_layers import TTFSLayer, TTFSReadout, TTFSTimeOp
 from spikec.conversion.ttfs_network import TTFSNetwork
 from spikec.conversion.ttfs_synapse import Op, apply_linear_op, weighted_op
 from spikec.errors import SpikecError
+
+_PROBE_CHUNK = 1024
 
 
 @dataclass(frozen=True)
@@ -46,13 +59,34 @@ class ConvGeometry:
 
 
 @dataclass(frozen=True)
+class RowGroup:
+    """The rows ``start:stop`` of a layer that carry one synapse.
+
+    ``skip``: its source fired before the window just before the layer's, so its spike times are
+    replayed from the spike-time buffer (a residual shortcut); ``kind`` is the synapse's
+    (``"gain"`` for an identity shortcut).
+    """
+
+    source: int  # index into the step's inputs
+    start: int
+    stop: int
+    kind: str
+    skip: bool
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
 class PELayer:
     """One spiking layer (or the readout) as an unrolled crossbar op, weights in SNN units.
 
-    ``weight`` is ``[K, rows]``: a linear layer's rows are the flattened source neurons; a conv
-    layer's rows are ``C_in * kh * kw`` taps (``torch.nn.functional.unfold`` order) evaluated at
-    each of ``positions`` output positions. ``in_shape`` is the per-sample shape of the stacked
-    sources, ``out_shape`` that of the layer's neurons.
+    ``weight`` is ``[K, rows]``; row ``r`` at output position ``p`` reads source neuron
+    ``index[p, r]`` of the stacked sources (flattened and concatenated in input order; ``-1`` =
+    padding). ``in_shape`` is the per-sample shape of the stacked sources, ``out_shape`` that of
+    the layer's neurons. Hand-built layers may leave ``index`` out: it is then derived from
+    ``conv`` (or ``0..rows-1`` for a linear layer).
     """
 
     name: str
@@ -65,6 +99,9 @@ class PELayer:
     readout: bool
     scale: float  # activation (or logit) a full-scale value means
     source_shapes: tuple = ()  # per-sample shapes of the source slots, before stacking
+    index: torch.Tensor | None = None  # [P, rows] long
+    groups: tuple[RowGroup, ...] = ()
+    dense_rows: int = 0  # rows before all-zero rows were dropped (0: none dropped / not recorded)
 
     @property
     def neurons(self) -> int:
@@ -76,12 +113,19 @@ class PELayer:
 
     @property
     def positions(self) -> int:
+        if self.index is not None:
+            return int(self.index.shape[0])
         return 1 if self.conv is None else self.conv.positions
 
     @property
+    def skip_rows(self) -> int:
+        """Rows replayed from the spike-time buffer for skip connections."""
+        return sum(g.rows for g in self.groups if g.skip)
+
+    @property
     def w_max(self) -> float:
-        """The layer's conductance scale: largest |weight| or |bias| (1 if all are zero)."""
-        m = float(self.weight.abs().max())
+        """The layer's largest |weight| or |bias| (1 if all are zero)."""
+        m = float(self.weight.abs().max()) if self.weight.numel() else 0.0
         if self.bias is not None:
             m = max(m, float(self.bias.abs().max()))
         return m if m > 0 else 1.0
@@ -135,7 +179,8 @@ def pe_program(snn: TTFSNetwork) -> PEProgram:
             raise SpikecError(f"hardware: layer {name!r} is a {type(module).__name__}, which the PE cannot run")
         layer, macs = _pe_layer(name, module, [shapes[i] for i in ins], shapes[out])
         ann_macs += macs
-        ann_params += sum(s.weight.numel() + (0 if s.bias is None else s.bias.numel()) for s in module.synapses)
+        ann_params += sum(s.weight.numel() + (0 if s.bias is None else s.bias.numel()) for s in module.synapses
+                          if s.spec.kind != "gain")
         steps.append(PEStep(name, layer, None, tuple(ins), out))
     enc = snn.encoder
     return PEProgram(2 if enc.signed else 1, tuple(snn.input_shape), tuple(steps), ann_macs,
@@ -154,67 +199,131 @@ def _slot_shapes(snn: TTFSNetwork) -> dict[int, tuple]:
 def _pe_layer(name: str, module, in_shapes: list[tuple], out_shape: tuple) -> tuple[PELayer, int]:
     window = module.window
     synapses = list(module.synapses)
-    for s in synapses:
-        if s.source_window != window - 1:
-            raise SpikecError(
-                f"hardware: layer {name!r} integrates a source from window {s.source_window} and fires in window "
-                f"{window}; the PE runs only layers fed by the window just before (no skip connections)")
-    kinds = {s.spec.kind for s in synapses}
-    if len(kinds) != 1 or not kinds <= {"linear", "conv2d"}:
-        raise SpikecError(f"hardware: layer {name!r} has synapses of kind {sorted(kinds)} (a skip connection?); "
-                          f"the PE maps layers whose synapses are all linear or all conv2d")
-    kind = kinds.pop()
-    parts = [(_unroll_conv if kind == "conv2d" else _unroll_linear)(name, s, shape, out_shape)
-             for s, shape in zip(synapses, in_shapes)]
-    weight = torch.cat([p[0] for p in parts], dim=1)
-    geometries = {p[2] for p in parts}
-    if len(geometries) != 1:
-        raise SpikecError(f"hardware: the synapses of layer {name!r} have different geometries; cannot stack their rows")
-    conv = geometries.pop()
-    biases = [s.bias.detach().to(torch.float64) for s in synapses if s.bias is not None]
-    bias = torch.stack(biases).sum(0) if biases else None
-    if kind == "conv2d":
-        in_shape = (sum(sh[0] for sh in in_shapes),) + tuple(in_shapes[0][1:])
+    out_shape = tuple(out_shape)
+    if len(out_shape) == 3:
+        kind = "conv2d"
+    elif len(out_shape) == 1:
+        kind = "linear"
     else:
-        in_shape = (sum(math.prod(sh) for sh in in_shapes),)
-    layer = PELayer(name, kind, weight, bias, in_shape, tuple(out_shape), conv, isinstance(module, TTFSReadout),
-                    float(module.scale), tuple(tuple(s) for s in in_shapes))
+        raise SpikecError(f"hardware: layer {name!r} has neurons of shape {out_shape}; the PE maps 1-D (linear) "
+                          f"and [C, H, W] (conv2d) layers")
+    offsets = [0]
+    for sh in in_shapes:
+        offsets.append(offsets[-1] + math.prod(sh))
+    weights, indices, groups, geoms = [], [], [], []
+    macs = 0
+    start = 0
+    for i, (s, shape) in enumerate(zip(synapses, in_shapes)):
+        if kind == "conv2d":
+            w, idx, geom, m = _unroll_conv(name, s, shape, out_shape)
+        else:
+            w, idx, geom, m = _unroll_linear(name, s, shape, out_shape)
+        macs += m
+        weights.append(w)
+        indices.append(torch.where(idx >= 0, idx + offsets[i], idx))
+        groups.append(RowGroup(i, start, start + w.shape[1], s.spec.kind, s.source_window < window - 1))
+        geoms.append(geom)
+        start += w.shape[1]
+    positions = {int(ix.shape[0]) for ix in indices}
+    if len(positions) != 1:
+        raise SpikecError(f"hardware: the synapses of layer {name!r} reach different numbers of output positions "
+                          f"{sorted(positions)}; cannot stack their rows")
+    weight = torch.cat(weights, dim=1)
+    index = torch.cat(indices, dim=1)
+    weight, index, groups = _drop_zero_rows(weight, index, groups)
+    biases = [s.bias.detach().to(torch.float64) for s in synapses if s.bias is not None]
+    bias = torch.stack([b.reshape(-1) for b in biases]).sum(0) if biases else None
+    if bias is not None and bias.numel() != weight.shape[0]:
+        raise SpikecError(f"hardware: layer {name!r} has a bias of {bias.numel()} values for {weight.shape[0]} "
+                          f"neurons; the PE needs one bias per output channel")
+    if kind == "conv2d" and len({sh[1:] for sh in in_shapes}) == 1 and all(len(sh) == 3 for sh in in_shapes):
+        in_shape = (sum(sh[0] for sh in in_shapes),) + tuple(in_shapes[0][1:])
+    elif len(in_shapes) == 1:
+        in_shape = tuple(in_shapes[0])
+    else:
+        in_shape = (offsets[-1],)
+    main = next((g for g in geoms if g is not None), None)
+    layer = PELayer(name, kind, weight, bias, in_shape, out_shape, main, isinstance(module, TTFSReadout),
+                    float(module.scale), tuple(tuple(s) for s in in_shapes), index, tuple(groups),
+                    sum(w.shape[1] for w in weights))
     _check_layer(layer, synapses, in_shapes)
-    return layer, sum(p[1] for p in parts)
+    return layer, macs
+
+
+def _drop_zero_rows(weight, index, groups):
+    """Rows whose weights are all zero (pruned inputs), or that read only padding, take no crossbar row."""
+    keep = (weight != 0).any(0) & (index >= 0).any(0)
+    if bool(keep.all()):
+        return weight, index, groups
+    if not bool(keep.any()):
+        keep[0] = True  # an all-zero layer still needs one row to exist
+    new_groups = []
+    start = 0
+    for g in groups:
+        n = int(keep[g.start:g.stop].sum())
+        new_groups.append(RowGroup(g.source, start, start + n, g.kind, g.skip))
+        start += n
+    return weight[:, keep], index[:, keep], [g for g in new_groups if g.rows > 0]
 
 
 def _unroll_linear(name: str, syn, in_shape: tuple, out_shape: tuple):
+    """Dense ``[K, n_in]`` matrix of any linear synapse, found by probing it with unit inputs."""
     spec = syn.spec
-    if any(op.name != "reshape" for op in spec.post):
-        raise SpikecError(f"hardware: layer {name!r} pools after its linear op; the PE cannot map that")
-    w = syn.weight.detach().to(torch.float64)
     n_in = math.prod(in_shape)
+    w = syn.weight.detach().to(torch.float64)
     cols = []
-    for start in range(0, n_in, 1024):
-        stop = min(n_in, start + 1024)
+    for start in range(0, n_in, _PROBE_CHUNK):
+        stop = min(n_in, start + _PROBE_CHUNK)
         eye = torch.zeros(stop - start, n_in, dtype=torch.float64)
         eye[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
-        x = eye.reshape(stop - start, *in_shape)
-        for op in spec.pre:
-            x = apply_linear_op(x, op)
-        cols.append(x.reshape(stop - start, -1).t())  # [features, chunk]
-    pre = torch.cat(cols, dim=1)  # [features, n_in]
-    if pre.shape[0] != w.shape[1]:
-        raise SpikecError(f"hardware: layer {name!r}: {pre.shape[0]} features after pooling but weight has {w.shape[1]} inputs")
-    macs = w.numel()
-    return w @ pre, macs, None
+        try:
+            y = weighted_op(eye.reshape(stop - start, *in_shape), w, None, spec)
+        except (RuntimeError, ValueError) as exc:
+            raise SpikecError(f"hardware: cannot unroll the {spec.kind} synapse of layer {name!r}: {exc}") from None
+        cols.append(y.reshape(stop - start, -1).t())
+    dense = torch.cat(cols, dim=1)
+    if dense.shape[0] != math.prod(out_shape):
+        raise SpikecError(f"hardware: layer {name!r}: a synapse gives {dense.shape[0]} outputs for "
+                          f"{math.prod(out_shape)} neurons")
+    macs = 0 if spec.kind == "gain" else w.numel() * (1 if spec.kind == "linear" else _conv_positions(syn, in_shape))
+    return dense, torch.arange(n_in).view(1, n_in), None, macs
+
+
+def _conv_positions(syn, in_shape) -> int:
+    x = torch.zeros(1, *in_shape, dtype=torch.float64)
+    for op in syn.spec.pre:
+        x = apply_linear_op(x, op)
+    s = syn.spec
+    y = F.conv2d(x, syn.weight.detach().to(torch.float64), None, s.stride, s.padding, s.dilation, s.groups)
+    return math.prod(y.shape[2:])
 
 
 def _unroll_conv(name: str, syn, in_shape: tuple, out_shape: tuple):
+    """``(W [K, C*kh*kw], index [P, rows], geometry, ANN MACs)`` of a conv or identity synapse into a conv layer."""
     spec = syn.spec
-    if any(op.name != "reshape" for op in spec.post):
-        raise SpikecError(f"hardware: layer {name!r} pools after its convolution; the PE cannot map that")
-    if spec.groups != 1 or isinstance(spec.padding, str):
-        raise SpikecError(f"hardware: layer {name!r} uses grouped or string-padded convolution; not mapped")
-    w = syn.weight.detach().to(torch.float64)
-    K, C, kh, kw = w.shape
-    stride, padding, dilation = _pair(spec.stride), _pair(spec.padding), _pair(spec.dilation)
-    H, W = in_shape[1], in_shape[2]
+    if len(in_shape) != 3:
+        raise SpikecError(f"hardware: layer {name!r} reads a source of shape {in_shape} into a convolution; "
+                          f"the PE needs [C, H, W] sources there")
+    C, H, W = in_shape
+    K = out_shape[0]
+    if spec.kind == "gain":
+        g = float(syn.weight.detach())
+        w = (torch.eye(C, dtype=torch.float64) * g).reshape(C, C, 1, 1)
+        stride, padding, dilation, groups = (1, 1), (0, 0), (1, 1), 1
+        macs = 0
+    elif spec.kind == "conv2d":
+        w = syn.weight.detach().to(torch.float64)
+        groups = int(spec.groups)
+        stride, dilation = _pair(spec.stride), _pair(spec.dilation)
+        padding = _padding(name, spec.padding, w.shape[2:], dilation, stride)
+        macs = w.numel() * _conv_positions(syn, in_shape)
+        if groups > 1:
+            w = _dense_groups(w, groups)
+    else:
+        raise SpikecError(f"hardware: layer {name!r} has a {spec.kind} synapse into a convolution layer; "
+                          f"the PE maps conv2d, linear and identity synapses")
+    if w.shape[0] != K:
+        raise SpikecError(f"hardware: layer {name!r}: a synapse gives {w.shape[0]} channels for {K} neurons per position")
     crop = (H, W)
     for op in spec.pre:
         kwargs = dict(op.kwargs)
@@ -222,16 +331,49 @@ def _unroll_conv(name: str, syn, in_shape: tuple, out_shape: tuple):
             if tuple(kwargs["shape"]) != (C, H, W):
                 raise SpikecError(f"hardware: layer {name!r} reshapes before its convolution; not mapped")
             continue
-        if op.name != "avg_pool2d" or _pair(kwargs.get("padding", 0)) != (0, 0) or kwargs.get("ceil_mode") \
-                or kwargs.get("divisor_override") is not None:
-            raise SpikecError(f"hardware: layer {name!r} has a {op.name} before its convolution that the PE cannot fold")
-        kp = _pair(kwargs["kernel_size"])
-        sp = _pair(kwargs["stride"] if kwargs.get("stride") is not None else kwargs["kernel_size"])
+        kp, sp = _plain_pool(name, op, "before")
         w, stride, padding, dilation, crop, H, W = _fold_pool(w, stride, padding, dilation, kp, sp, H, W)
+    for op in spec.post:
+        if op.name == "reshape":
+            if tuple(dict(op.kwargs)["shape"]) != tuple(out_shape):
+                raise SpikecError(f"hardware: layer {name!r} reshapes after its convolution; not mapped")
+            continue
+        kp, sp = _plain_pool(name, op, "after")
+        w, stride, dilation = _fold_post_pool(w, stride, dilation, kp, sp)
     out_hw = tuple(out_shape[1:3])
     geom = ConvGeometry((w.shape[2], w.shape[3]), stride, padding, dilation, crop, out_hw)
-    macs = K * C * kh * kw * math.prod(out_hw)
-    return w.reshape(K, -1), macs, geom
+    return w.reshape(K, -1), conv_index(w.shape[1], geom), geom, macs
+
+
+def _padding(name, padding, kernel, dilation, stride):
+    if padding == "valid":
+        return (0, 0)
+    if padding == "same":
+        eff = [d * (k - 1) for k, d in zip(kernel, dilation)]
+        if any(e % 2 for e in eff) or stride != (1, 1):
+            raise SpikecError(f"hardware: layer {name!r} uses padding='same' with an even kernel extent; not mapped")
+        return (eff[0] // 2, eff[1] // 2)
+    return _pair(padding)
+
+
+def _dense_groups(w: torch.Tensor, groups: int) -> torch.Tensor:
+    """A grouped conv weight ``[K, C/g, kh, kw]`` as the dense ``[K, C, kh, kw]`` with zeros outside each group."""
+    K, cg, kh, kw = w.shape
+    out = torch.zeros(K, cg * groups, kh, kw, dtype=w.dtype)
+    kg = K // groups
+    for g in range(groups):
+        out[g * kg:(g + 1) * kg, g * cg:(g + 1) * cg] = w[g * kg:(g + 1) * kg]
+    return out
+
+
+def _plain_pool(name: str, op, where: str):
+    kwargs = dict(op.kwargs)
+    if op.name != "avg_pool2d" or _pair(kwargs.get("padding", 0)) != (0, 0) or kwargs.get("ceil_mode") \
+            or kwargs.get("divisor_override") is not None:
+        raise SpikecError(f"hardware: layer {name!r} has a {op.name} {where} its convolution that the PE cannot fold")
+    kp = _pair(kwargs["kernel_size"])
+    sp = _pair(kwargs["stride"] if kwargs.get("stride") is not None else kwargs["kernel_size"])
+    return kp, sp
 
 
 def _fold_pool(w, stride, padding, dilation, kp, sp, H, W):
@@ -252,26 +394,63 @@ def _fold_pool(w, stride, padding, dilation, kp, sp, H, W):
             crop, crop[0], crop[1])
 
 
+def _fold_post_pool(w, stride, dilation, kp, sp):
+    """A pooling (kernel ``kp``, stride ``sp``) after the conv, folded into the conv's kernel.
+
+    Pooled output ``u`` averages conv outputs ``sp*u + a`` (``a < kp``), each reading input
+    ``s*(sp*u + a) + d*t - p``: one conv with stride ``s*sp`` and taps at offsets ``s*a + d*t``.
+    """
+    K, C, kh, kw = w.shape
+    nh = (kp[0] - 1) * stride[0] + (kh - 1) * dilation[0] + 1
+    nw = (kp[1] - 1) * stride[1] + (kw - 1) * dilation[1] + 1
+    out = torch.zeros(K, C, nh, nw, dtype=w.dtype)
+    scale = 1.0 / (kp[0] * kp[1])
+    for a in range(kp[0]):
+        for b in range(kp[1]):
+            for i in range(kh):
+                for j in range(kw):
+                    out[:, :, stride[0] * a + dilation[0] * i, stride[1] * b + dilation[1] * j] += w[:, :, i, j] * scale
+    return out, (stride[0] * sp[0], stride[1] * sp[1]), (1, 1)
+
+
 def _pair(v) -> tuple[int, int]:
     if isinstance(v, (tuple, list)):
         return (int(v[0]), int(v[-1])) if len(v) else (0, 0)
     return (int(v), int(v))
 
 
+def conv_index(channels: int, g: ConvGeometry, in_hw: tuple[int, int] | None = None) -> torch.Tensor:
+    """``[P, C*kh*kw]`` source neuron (in a ``[C, H, W]`` map) read by each tap at each output position.
+
+    ``-1`` where the tap falls on padding or outside the used (cropped) input. ``in_hw`` is the
+    map's height and width (default: the crop).
+    """
+    H, W = g.crop if in_hw is None else in_hw
+    ch, cw = g.crop
+    oh, ow = g.out_hw
+    kh, kw = g.kernel
+    u = torch.arange(oh).view(oh, 1, 1, 1, 1)
+    v = torch.arange(ow).view(1, ow, 1, 1, 1)
+    a = torch.arange(kh).view(1, 1, 1, kh, 1)
+    b = torch.arange(kw).view(1, 1, 1, 1, kw)
+    c = torch.arange(channels).view(1, 1, channels, 1, 1)
+    r = u * g.stride[0] - g.padding[0] + a * g.dilation[0]
+    q = v * g.stride[1] - g.padding[1] + b * g.dilation[1]
+    ok = (r >= 0) & (r < ch) & (q >= 0) & (q < cw)
+    idx = c * (H * W) + r * W + q
+    idx = torch.where(ok, idx, torch.full_like(idx, -1))
+    return idx.reshape(oh * ow, channels * kh * kw)
+
+
 def unroll_index(layer: PELayer) -> torch.Tensor:
     """``[P, rows]`` index of the source neuron each row of each position reads (``-1``: padding)."""
+    if layer.index is not None:
+        return layer.index
     n_in = math.prod(layer.in_shape)
     if layer.conv is None:
         return torch.arange(n_in).view(1, n_in)
-    g = layer.conv
     C, H, W = layer.in_shape
-    ids = torch.arange(n_in, dtype=torch.float64).view(1, C, H, W)[:, :, : g.crop[0], : g.crop[1]]
-    if g.padding != (0, 0):
-        ids = F.pad(ids, (g.padding[1], g.padding[1], g.padding[0], g.padding[0]), value=-1.0)
-    cols = F.unfold(ids, g.kernel, dilation=g.dilation, stride=g.stride)[0]  # [rows, P]
-    if cols.shape[-1] != g.positions:
-        raise SpikecError(f"hardware: layer {layer.name!r} unrolls to {cols.shape[-1]} positions, expected {g.positions}")
-    return cols.t().round().long()
+    return conv_index(C, layer.conv, (H, W))
 
 
 def unroll_inputs(layer: PELayer, x: torch.Tensor, fill: float, index: torch.Tensor | None = None) -> torch.Tensor:
@@ -291,19 +470,18 @@ def unroll_inputs(layer: PELayer, x: torch.Tensor, fill: float, index: torch.Ten
 def fold_outputs(layer: PELayer, y: torch.Tensor) -> torch.Tensor:
     """Per-position neuron outputs ``[..., P, K]`` back to the layer's neuron map ``[..., *out_shape]``."""
     lead = y.shape[:-2]
-    if layer.conv is None:
+    if layer.kind != "conv2d":
         return y.reshape(*lead, *layer.out_shape)
-    h, w = layer.conv.out_hw
+    h, w = layer.out_shape[1:3]
     return y.reshape(*lead, h, w, layer.neurons).movedim(-1, -3)
 
 
 def stack_sources(layer: PELayer, sources: list[torch.Tensor]) -> torch.Tensor:
-    """Sources ``[B, ...]`` stacked the way ``layer``'s rows expect them (channels, or flattened features)."""
+    """Sources ``[B, ...]`` stacked the way ``layer``'s rows expect them (flattened, concatenated in order)."""
     if len(sources) == 1:
         return sources[0].reshape(sources[0].shape[0], *layer.in_shape)
-    if layer.kind == "conv2d":
-        return torch.cat(sources, dim=1)
-    return torch.cat([s.reshape(s.shape[0], -1) for s in sources], dim=1)
+    flat = torch.cat([s.reshape(s.shape[0], -1) for s in sources], dim=1)
+    return flat.reshape(flat.shape[0], *layer.in_shape)
 
 
 def layer_charge_unrolled(layer: PELayer, values: torch.Tensor, weight: torch.Tensor | None = None,

@@ -1,10 +1,31 @@
-"""Placing a weight matrix on twin-column tiles: tile counts and target conductances.
+"""Placing a weight matrix on twin-column tiles: the cell grid, target conductances, tile counts.
 
 A layer's weights ``W`` (``K`` neurons x ``N`` rows; a convolution unrolled to ``C_in*k*k`` rows)
 go onto tiles of ``R`` rows x ``C`` columns, each tile holding ``C/2`` twin column pairs. Neuron
 ``k`` owns a pair: the ``G+`` column carries its positive weights, the ``G-`` column its negative
 ones. Row tiles of one neuron sum their currents into the same integrator, so a layer has ``K``
 neurons whatever its row tiling.
+
+**The cell grid** (:func:`cell_grid`). A cell holds one of ``L = cell_levels`` conductances
+``G_off + l * (G_on - G_off) / (L - 1)``, ``l = 0 .. L-1``. A weight's ``G+`` (and ``G-``) is
+``m = cells_per_weight`` cells on parallel columns into the same integrator (unary slicing:
+``m (L - 1)`` levels a side, ``2m`` columns per neuron); pair ``k`` realises ``w = (l+ - l-) * step_k``
+with ``l`` the summed level of the cells. Each pair has its own ``step_k`` (per-column scale: the pair's
+ramp rows and its firing threshold are set for it, see ``docs/hardware-model.md``):
+
+- if the column's weights already sit on a uniform grid of at most ``m (L - 1)`` steps a side (a
+  network quantized to k bits with ``2^(k-1) - 1 <= m (L - 1)``, per tensor or per output channel,
+  e.g. by ``spikec compress --bits k``), the cell grid is that grid, refined by the largest whole
+  factor that keeps the column's largest weight within ``m (L - 1)`` levels: the weights map exactly;
+- otherwise ``step_k = max_i |W_ki| / (m (L - 1))`` and weights round to the nearest level.
+
+Biases do not set the scale: they go on as many bias rows as their level count needs (one
+bias current of many cells), rounded to the same grid. Per-layer scaling let one large bias or
+weight set the step of the whole layer, which rounded most weights of a CIFAR network to zero.
+
+**Tiles.** Tile ``(r, c)`` holds rows ``r*R ..`` of column pairs ``c*C/2 ..``. A tile whose cells
+would all hold weight zero is not allocated (no cells, no leakage; its rows' drivers do not
+reach it), so pruned or grouped layers use fewer tiles.
 """
 from __future__ import annotations
 
@@ -15,6 +36,132 @@ import torch
 
 from spikec.hardware.config import HardwareConfig
 
+# a column whose largest weight is below this fraction of the layer's largest gets this floor as
+# its full scale (its pair's threshold/ramp setting has a limited range, and the ramp rows grow as 1/step)
+MIN_COLUMN_SCALE = 1.0 / 64
+_GRID_TOL = 1e-4  # |w/step - round(w/step)| below this counts as on the grid (float32 weights)
+
+
+@dataclass(frozen=True)
+class CellGrid:
+    """Per twin pair, the weight of one conductance level, and whether the weights sit on it exactly."""
+
+    step: torch.Tensor  # [K] SNN units per level
+    levels: int  # conductance levels of one cell
+    on_grid: torch.Tensor  # [K] bool: every weight of the column is a whole number of steps within range
+    cells: int = 1  # cells per weight and sign (parallel columns into the same integrator)
+
+    @property
+    def max_level(self) -> int:
+        return self.cells * (self.levels - 1)
+
+    @property
+    def exact(self) -> bool:
+        return bool(self.on_grid.all())
+
+    def levels_of(self, w: torch.Tensor) -> torch.Tensor:
+        """Signed integer levels of ``w [K, rows]`` (rounded to the grid, clipped to ``±(L-1)``)."""
+        q = torch.round(w.to(torch.float64) / self.step.view(-1, 1))
+        return q.clamp(-self.max_level, self.max_level)
+
+
+def grid_step(weight: torch.Tensor, max_level: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(step [K], on_grid [K])``: a uniform grid each row of ``weight [K, N]`` already sits on.
+
+    A column is on a grid when all its weights are whole multiples (within ``1e-4`` of a step) of
+    ``min |w| / j`` for some ``j`` in ``1..4`` with at most ``max_level`` steps a side. Columns that
+    are not get ``step = 0`` and ``on_grid = False``.
+    """
+    w = weight.detach().to(torch.float64).abs()
+    K = w.shape[0]
+    big = torch.where(w > 0, w, torch.full_like(w, float("inf")))
+    smallest = big.amin(1)  # [K]
+    step = torch.zeros(K, dtype=torch.float64)
+    found = torch.zeros(K, dtype=torch.bool)
+    for j in (1, 2, 3, 4):
+        s = smallest / j
+        r = w / s.view(-1, 1)
+        ok = torch.isfinite(smallest) & ((r - torch.round(r)).abs() <= _GRID_TOL).all(1) \
+            & (torch.round(r).amax(1) <= max_level) & ~found
+        step = torch.where(ok, s, step)
+        found |= ok
+    return step, found
+
+
+def cell_grid(weight: torch.Tensor, config: HardwareConfig, scale_rows: torch.Tensor | None = None) -> CellGrid:
+    """The cell grid of a layer with weights ``[K, rows]`` (SNN units) on ``config``'s cells.
+
+    The one definition shared by the mapping and by tools that quantize for the PE: a network whose
+    every column sits on a uniform grid of at most ``cell_levels - 1`` steps a side maps exactly.
+    ``scale_rows`` (``[rows]`` bool) picks the rows that set the scale; the crossbar spreads the
+    others (identity shortcuts, whose one gain per neuron would otherwise coarsen the whole column)
+    over as many replayed rows as they need.
+    """
+    L = config.cells_per_weight * (config.cell_levels - 1) + 1  # levels of one weight sign
+    w = weight.detach().to(torch.float64)
+    if scale_rows is not None and bool(scale_rows.any()):
+        w = w[:, scale_rows]
+    col_max = w.abs().amax(1) if w.shape[1] else torch.zeros(w.shape[0], dtype=torch.float64)
+    layer_max = float(col_max.max()) if col_max.numel() else 0.0
+    layer_max = layer_max if layer_max > 0 else 1.0
+    scaled = torch.clamp(col_max, min=MIN_COLUMN_SCALE * layer_max) / (L - 1)
+    exact_step, on_grid = grid_step(w, L - 1)
+    on_grid &= col_max >= MIN_COLUMN_SCALE * layer_max  # its grid is within the pair's range
+    zero = col_max == 0
+    # an exact grid is refined to the finest one that still holds the column's largest weight (full range)
+    refine = torch.floor((L - 1) * exact_step / col_max.clamp(min=1e-300) + 1e-9).clamp(min=1)
+    step = torch.where(on_grid, exact_step / refine, scaled)
+    return CellGrid(step, config.cell_levels, on_grid | zero, config.cells_per_weight)
+
+
+def on_cell_grid(weight: torch.Tensor, config: HardwareConfig) -> bool:
+    """Whether ``weight [K, rows]`` maps onto ``config``'s cells without rounding."""
+    return cell_grid(weight, config).exact
+
+
+def bias_rows_needed(bias_levels: torch.Tensor, max_level: int) -> int:
+    """Bias rows for integer bias levels ``[K]``: each row's cell holds at most ``max_level`` of them."""
+    m = float(bias_levels.abs().max()) if bias_levels.numel() else 0.0
+    return int(math.ceil(m / max_level - 1e-12)) if m > 0 else 0
+
+
+def split_levels(levels: torch.Tensor, rows: int, max_level: int) -> torch.Tensor:
+    """Integer levels ``[K]`` spread over ``rows`` cells each (``[rows, K]``), as evenly as whole levels allow."""
+    if rows == 0:
+        return torch.zeros(0, levels.numel(), dtype=torch.float64)
+    mag = levels.abs()
+    base = torch.floor(mag / rows)
+    extra = mag - base * rows  # the first `extra` rows get one level more
+    r = torch.arange(rows, dtype=torch.float64).view(-1, 1)
+    parts = base.view(1, -1) + (r < extra.view(1, -1)).to(torch.float64)
+    return parts * torch.sign(levels).view(1, -1)
+
+
+def level_conductances(levels: torch.Tensor, config: HardwareConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(g_pos, g_neg)`` of signed integer levels (any shape): ``m G_off + l (G_on - G_off) / (L - 1)``.
+
+    With ``m = cells_per_weight`` cells a side the conductance is their sum (they share row and integrator).
+    """
+    unit = (config.g_on - config.g_off) / (config.cell_levels - 1)
+    base = config.cells_per_weight * config.g_off
+    g_pos = base + unit * levels.clamp(min=0)
+    g_neg = base + unit * (-levels).clamp(min=0)
+    return g_pos, g_neg
+
+
+def effective_weight(g_pos: torch.Tensor, g_neg: torch.Tensor, config: HardwareConfig, step) -> torch.Tensor:
+    """The weight a twin pair realises: ``w = (G+ - G-) * step_k * (L - 1) / (G_on - G_off)``, ``[..., rows, K]``.
+
+    ``G+`` and ``G-`` are the summed conductances of a weight's cells.
+
+    ``step``: a number or ``[K]``. With programmed (unvaried) conductances ``G_off`` cancels and
+    this is the level difference times the step.
+    """
+    s = torch.as_tensor(step, dtype=torch.float64)
+    return (g_pos - g_neg) * (s * ((config.cell_levels - 1) / (config.g_on - config.g_off)))
+
+
+# ---------------------------------------------------------------- tiles
 
 @dataclass(frozen=True)
 class Tiling:
@@ -26,10 +173,16 @@ class Tiling:
     col_tiles: int
     copies: int  # tile copies (conv positions in parallel)
     positions: int  # output positions evaluated per inference (1 for a linear layer)
+    occupied: int = -1  # tiles of one copy holding a nonzero cell (-1: all row_tiles * col_tiles)
+    allocated_cells: int = -1  # cells in allocated tiles, all copies (-1: every cell of the dense layout)
+
+    @property
+    def tiles_per_copy(self) -> int:
+        return self.row_tiles * self.col_tiles if self.occupied < 0 else self.occupied
 
     @property
     def tiles(self) -> int:
-        return self.row_tiles * self.col_tiles * self.copies
+        return self.tiles_per_copy * self.copies
 
     @property
     def runs(self) -> int:
@@ -38,17 +191,19 @@ class Tiling:
 
     @property
     def cells(self) -> int:
-        """Programmed cells (two per weight) in all copies."""
-        return 2 * self.rows * self.neurons * self.copies
+        """Programmed cells (two per weight and cell slice) in all copies, allocated tiles only."""
+        if self.allocated_cells < 0:
+            return 2 * self.rows * self.neurons * self.copies
+        return self.allocated_cells
 
     def as_dict(self) -> dict:
         return {"rows": self.rows, "neurons": self.neurons, "row_tiles": self.row_tiles,
                 "col_tiles": self.col_tiles, "copies": self.copies, "positions": self.positions,
-                "tiles": self.tiles, "runs": self.runs}
+                "tiles": self.tiles, "dense_tiles": self.row_tiles * self.col_tiles * self.copies, "runs": self.runs}
 
 
 def tile_layer(rows: int, neurons: int, config: HardwareConfig, positions: int = 1) -> Tiling:
-    """Tile counts for ``rows`` x ``neurons`` on ``tile_rows`` x ``tile_cols`` tiles.
+    """Tile counts for ``rows`` x ``neurons`` on ``tile_rows`` x ``tile_cols`` tiles, every tile allocated.
 
     Conv layers (``positions > 1``) get ``min(conv_copies, positions)`` copies of their tiles.
     """
@@ -59,41 +214,31 @@ def tile_layer(rows: int, neurons: int, config: HardwareConfig, positions: int =
         rows=rows,
         neurons=neurons,
         row_tiles=math.ceil(rows / config.tile_rows),
-        col_tiles=math.ceil(neurons / config.pairs_per_tile),
+        col_tiles=math.ceil(neurons / config.neurons_per_tile),
         copies=copies,
         positions=positions,
     )
 
 
-def quantize_unit(x: torch.Tensor, levels: int) -> torch.Tensor:
-    """``q(x)``: round ``x`` in ``[0, 1]`` to the nearest of ``levels`` evenly spaced values ``0 .. 1``."""
-    steps = levels - 1
-    return torch.round(x.clamp(0.0, 1.0) * steps) / steps
+def occupied_tiles(nonzero: torch.Tensor, config: HardwareConfig) -> torch.Tensor:
+    """``[row_tiles, col_tiles]`` bool: which tiles hold a nonzero cell, from ``nonzero [rows, K]``."""
+    rows, K = nonzero.shape
+    R, C = config.tile_rows, config.neurons_per_tile
+    rt, ct = math.ceil(rows / R), math.ceil(K / C)
+    padded = torch.zeros(rt * R, ct * C, dtype=torch.bool)
+    padded[:rows, :K] = nonzero
+    return padded.view(rt, R, ct, C).any(3).any(1)
 
 
-def weight_scale(weight: torch.Tensor) -> float:
-    """``w_max``: the largest magnitude of the layer's weights (1 for an all-zero layer)."""
-    m = float(weight.abs().max()) if weight.numel() else 0.0
-    return m if m > 0 else 1.0
-
-
-def conductances(weight: torch.Tensor, config: HardwareConfig, w_max: float | None = None):
-    """Target conductances of the twin columns, ``(g_pos, g_neg)``, each ``[rows, neurons]`` in siemens.
-
-    ``G± = G_off + (G_on - G_off) * q(max(±w, 0) / w_max)`` for ``weight`` of shape
-    ``[neurons, rows]``; ``w_max`` defaults to :func:`weight_scale`.
-    """
-    w = weight.detach().to(torch.float64).t()
-    scale = weight_scale(weight) if w_max is None else float(w_max)
-    span = config.g_on - config.g_off
-    g_pos = config.g_off + span * quantize_unit(w.clamp(min=0) / scale, config.cell_levels)
-    g_neg = config.g_off + span * quantize_unit((-w).clamp(min=0) / scale, config.cell_levels)
-    return g_pos, g_neg
-
-
-def effective_weight(g_pos: torch.Tensor, g_neg: torch.Tensor, config: HardwareConfig, w_max: float) -> torch.Tensor:
-    """The weight a twin pair realises: ``w = (G+ - G-) * w_max / (G_on - G_off)``, shape ``[..., rows, neurons]``.
-
-    With programmed (unvaried) conductances ``G_off`` cancels and this is the quantized weight.
-    """
-    return (g_pos - g_neg) * (w_max / (config.g_on - config.g_off))
+def tile_sparse(nonzero: torch.Tensor, config: HardwareConfig, positions: int = 1):
+    """``(Tiling, allocated [rows, K] bool, col_tiles_per_row [rows])`` leaving out tiles of zero weights."""
+    rows, K = nonzero.shape
+    base = tile_layer(rows, K, config, positions)
+    occ = occupied_tiles(nonzero, config)
+    R, C = config.tile_rows, config.neurons_per_tile
+    allocated = occ.repeat_interleave(R, 0)[:rows].repeat_interleave(C, 1)[:, :K]
+    per_row = occ.sum(1).to(torch.float64).repeat_interleave(R)[:rows]
+    cells = int(2 * config.cells_per_weight * allocated.sum()) * base.copies
+    tiling = Tiling(base.rows, base.neurons, base.row_tiles, base.col_tiles, base.copies, base.positions,
+                    int(occ.sum()), cells)
+    return tiling, allocated, per_row

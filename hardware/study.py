@@ -13,9 +13,14 @@ import torch
 
 import spikec
 from spikec.errors import SpikecError
-from spikec.hardware.baselines import digital_energy, rate_snn_energy, reram_adc_energy, value_network
+from spikec.data.sample import stratified_indices
+from spikec.hardware.baselines import (RateBaselineOptions, digital_energy, rate_snn_energy, reram_adc_energy,
+                                       value_network)
+from spikec.hardware.calibration import compare_with_chip
+from spikec.hardware.comparison import PERuns, equal_accuracy_comparison
 from spikec.hardware.config import HardwareConfig
 from spikec.hardware.evaluate import EnergyResult, PEModel
+from spikec.hardware.report import add_energy_per_mac
 from spikec.hardware.timing import RunOptions
 
 DEFAULT_SIGMAS = (0.0, 0.1, 0.2, 0.3)
@@ -57,6 +62,17 @@ def rate_snn_for(snn, calib_x: torch.Tensor, timesteps: int):
     return spikec.convert(ann, calib_x, coding="rate", timesteps=int(timesteps))
 
 
+def calibration_inputs(calib_x: torch.Tensor, calib_y: torch.Tensor | None, n: int, seed: int = 0) -> torch.Tensor:
+    """The MFTA calibration reads: a seeded stratified draw of ``n`` of ``calib_x`` (a seeded
+    random draw when no labels are given), never the first ``n``."""
+    if calib_y is not None:
+        return calib_x[stratified_indices(calib_y, n, seed)]
+    if n >= calib_x.shape[0]:
+        return calib_x
+    gen = torch.Generator().manual_seed(int(seed))
+    return calib_x[torch.randperm(calib_x.shape[0], generator=gen)[:n]]
+
+
 def energy_study(
     snn,
     x: torch.Tensor,
@@ -72,19 +88,25 @@ def energy_study(
     rate_timesteps: int | None = None,
     iso_accuracy: bool = True,
     progress: bool = True,
+    train: tuple[torch.Tensor, torch.Tensor] | None = None,
+    calib_y: torch.Tensor | None = None,
+    rate_options: RateBaselineOptions | None = None,
 ) -> Study:
     """Everything ``report.json`` holds, for the TTFS ``snn`` on test data ``(x, y)``.
 
-    ``calib_x``: training inputs for MFTA calibration reads (first ``config.calib_samples``) and for
+    ``calib_x``: training inputs for MFTA calibration reads (a seeded stratified draw of ``config.calib_samples``, with ``calib_y``) and for
     converting the rate baseline. ``rate_snn``: a rate SNN to use as the baseline (default:
     converted from the same network at ``rate_timesteps``, default ``2**window_bits`` steps).
     ``iso_accuracy`` also finds the fewest steps (of :data:`RATE_TIMESTEPS`) at which the rate SNN
-    is within 1 point of the PE's accuracy, and reports that baseline too.
+    is within 1 point of the PE's accuracy, and reports that baseline too. ``train``: training
+    ``(inputs, labels)``; with it the report gets the ``comparison`` block
+    (:func:`spikec.hardware.comparison.equal_accuracy_comparison`: percentile and QCFS rate SNNs
+    at equal accuracy, wake-up, shares of the mechanisms) built with ``rate_options``.
     """
     t0 = time.perf_counter()
     model = PEModel.from_snn(snn, config)
     options = RunOptions.from_config(config)
-    calib = model.calibrate(calib_x[: config.calib_samples])
+    calib = model.calibrate(calibration_inputs(calib_x, calib_y, config.calib_samples, config.seed))
     software = software_reference(snn, x, y, config.window_bits)
 
     varied = has_variation(config)
@@ -93,7 +115,8 @@ def energy_study(
     main = model.evaluate(main_chips, x, y, options, thr)
     no_pg = model.evaluate(main_chips, x, y, options.replace(power_gating=False), thr)
     no_tta = model.evaluate(main_chips, x, y, options.replace(tta=False), thr)
-    tta = model.tta_curve(x, y, tta_fractions, options, progress)
+    reuse = {float(options.tta_fraction): main} if options.tta and not varied else None  # main run = nominal chip
+    tta = model.tta_curve(x, y, tta_fractions, options, progress, known=reuse)
     variation = model.variation_sweep(x, y, calib, sigmas, compensations, chips, options, progress)
 
     T = int(rate_timesteps or config.window_steps)
@@ -108,6 +131,14 @@ def energy_study(
     baselines["ann_digital_fp32"] = digital_energy(model, "fp32")
     baselines["ann_digital_int8"] = digital_energy(model, "int8")
     baselines["ann_reram_adc"] = reram_adc_energy(model, x)
+    comparison = None
+    if train is not None:
+        wake = config.wakeup_on_input
+        known = {(options.power_gating, options.tta, wake): main, (False, options.tta, wake): no_pg,
+                 (options.power_gating, False, wake): no_tta}
+        runs = PERuns(model, main_chips, x, y, options, thr, known)
+        comparison = equal_accuracy_comparison(model, snn, runs, train[0], train[1],
+                                               rate_options or RateBaselineOptions(), rate_snn)
     total = main.energy["total"]
     for b in baselines.values():
         other = b["energy_per_inference_j"]["total"]
@@ -137,8 +168,13 @@ def energy_study(
                 "window_bits": config.window_bits},
         "chips": main.chips,
         "samples": int(x.shape[0]),
+        "ann_macs": model.program.ann_macs,
+        "calibration": compare_with_chip(config),
         "seconds": time.perf_counter() - t0,
     }
+    if comparison is not None:
+        report["comparison"] = comparison
+    add_energy_per_mac(report, model.program.ann_macs)
     events = {
         "histograms": main.histograms,
         "per_sample": main.per_sample,
@@ -172,7 +208,10 @@ def summary(report: dict, out_dir: str | None = None) -> dict:
         "saving_vs_rate_snn": rate.get("pe_saving"),
         "rate_snn_timesteps": rate.get("timesteps"),
         "chips": report["chips"],
+        "energy_per_mac_j": report.get("energy_per_mac_j"),
     }
+    if "comparison" in report:
+        out["equal_accuracy_saving"] = {m: r.get("pe_saving") for m, r in report["comparison"]["rate"].items()}
     if out_dir is not None:
         out["out"] = str(out_dir)
     return out

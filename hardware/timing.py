@@ -43,6 +43,9 @@ class RunOptions:
     tta_fraction: float = 1.0
     tta_time: int | None = None
     tta_output_first: bool = True
+    # dtype of the crossbar products; float32 halves the time of accuracy-only sweeps (spike times
+    # move only where a charge lies within ~1e-7 of a step boundary)
+    charge_dtype: torch.dtype = torch.float64
 
     @staticmethod
     def from_config(config: HardwareConfig) -> "RunOptions":
@@ -74,10 +77,11 @@ def per_position(t: torch.Tensor, positions: int) -> torch.Tensor:
 def chip_charge(chip: ChipLayer, values: torch.Tensor) -> torch.Tensor:
     """``[C, B, P, K]`` charge the chip integrates from unrolled input values ``[C, B, P, N]``."""
     P = values.shape[2]
-    w = per_position(chip.weight, P)  # [C, P|1, N, K]
-    b = per_position(chip.bias, P)  # [C, P|1, K]
-    if w.shape[1] == 1:
-        q = torch.einsum("cbpn,cnk->cbpk", values, w[:, 0])
+    w = per_position(chip.weight, P).to(values.dtype)  # [C, P|1, N, K]
+    b = per_position(chip.bias, P).to(values.dtype)  # [C, P|1, K]
+    if w.shape[1] == 1:  # one batched matmul per chip: [C, B*P, N] @ [C, N, K]
+        C, B, P_, N = values.shape
+        q = torch.bmm(values.reshape(C, B * P_, N), w[:, 0].expand(C, -1, -1)).reshape(C, B, P_, -1)
     else:
         q = torch.einsum("cbpn,cpnk->cbpk", values, w)
     return q + b.unsqueeze(1)
@@ -135,10 +139,12 @@ def run_layer(
     """
     layer = chip.crossbar.layer
     S = config.window_steps
-    t_unf = unroll_inputs(layer, steps_in.to(torch.float64), INF)  # [C, B, P, N]
-    P = t_unf.shape[2]
-    values = torch.where(t_unf < S, (S - t_unf) / S, torch.zeros_like(t_unf))
-    charge = chip_charge(chip, values)
+    steps_in = steps_in.to(torch.float64)
+    # values on the source maps first, then one gather (the unrolled tensor is the big one)
+    v_in = torch.where(steps_in < S, (S - steps_in) / S, torch.zeros_like(steps_in))
+    values = unroll_inputs(layer, v_in.to(options.charge_dtype), 0.0)  # [C, B, P, N]
+    P = values.shape[2]
+    charge = chip_charge(chip, values).to(torch.float64)
     theta = torch.ones_like(chip.ramp) if threshold_scale is None else threshold_scale.to(charge.dtype)
     ramp = per_position(chip.ramp, P).unsqueeze(1)
     theta = per_position(theta, P).unsqueeze(1)
@@ -154,7 +160,7 @@ def run_layer(
     m = torch.where(m < stop.unsqueeze(-1), m, torch.full_like(m, INF))
     energy = None
     if with_energy:
-        energy = _energy(chip, t_unf, m, stop, config, options)
+        energy = _energy(chip, unroll_inputs(layer, steps_in, INF), m, stop, config, options)
     out = fold_outputs(layer, m)
     return LayerRun(out, stop, energy, values if keep else None, charge if keep else None)
 
@@ -165,12 +171,14 @@ def _energy(chip: ChipLayer, t_unf: torch.Tensor, m: torch.Tensor, stop: torch.T
     xb = chip.crossbar
     S = config.window_steps
     lead = t_unf.shape[:-1]
-    aux = [torch.zeros(*lead, xb.bias_rows, dtype=t_unf.dtype), torch.full((*lead, xb.ramp_rows), float(S), dtype=t_unf.dtype)]
+    aux = [torch.zeros(*lead, xb.bias_rows, dtype=t_unf.dtype), torch.full((*lead, xb.ramp_rows), float(S), dtype=t_unf.dtype),
+           t_unf[..., xb.dup_of]]
     t_rows = torch.cat([t_unf] + aux, dim=-1)
     row_end = torch.cat([torch.full((xb.input_rows + xb.bias_rows,), float(S), dtype=torch.float64),
-                         torch.full((xb.ramp_rows,), INF, dtype=torch.float64)])
+                         torch.full((xb.ramp_rows,), INF, dtype=torch.float64),
+                         torch.full((xb.dup_of.numel(),), float(S), dtype=torch.float64)])
     return layer_energy(
         chip.g_pos, chip.g_neg, t_rows, S + m + 1, S + stop, config,
         row_end=row_end, fire_start=float(S), buffered_rows=xb.input_rows,
-        col_tiles=xb.tiling.col_tiles, tiles=xb.tiling.tiles, power_gating=options.power_gating,
+        col_tiles=xb.row_col_tiles, tiles=xb.tiling.tiles, power_gating=options.power_gating,
     )

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import torch
 from torch import nn
 
 POOLS = ("avg", "max")
@@ -57,3 +58,43 @@ def classifier_head(in_features: int, hidden: Sequence[int], num_classes: int, a
         in_features = int(h)
     layers.append(nn.Linear(in_features, num_classes))
     return layers
+
+
+class InputNormalization(nn.BatchNorm2d):
+    """Per-channel input normalisation ``(x - mean) / std``, fixed (not learned, no batch statistics).
+
+    It is an eval-mode batch norm on the input, so conversion folds it exactly into the first
+    convolution like any batch norm before a layer (:mod:`spikec.conversion.fold`): the scale goes
+    into the weights and the shift into the bias, with a shift current where zero padding cuts the
+    kernel at the image border. Training and eval mode compute the same thing.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        if len(mean) != len(std) or not len(mean):
+            raise ValueError(f"input normalisation needs one mean and one std per channel, got {len(mean)} and {len(std)}")
+        if min(float(s) for s in std) <= 0:
+            raise ValueError(f"input normalisation std must be > 0, got {list(std)}")
+        super().__init__(len(mean), eps=0.0, affine=True, track_running_stats=True)
+        with torch.no_grad():
+            self.running_mean.copy_(torch.tensor([float(m) for m in mean]))
+            self.running_var.copy_(torch.tensor([float(s) ** 2 for s in std]))
+        self.weight.requires_grad_(False)
+        self.bias.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        """Always in eval mode: the statistics are the data's, fixed, never the batch's."""
+        return super().train(False)
+
+
+def input_normalization(input_norm, channels: int) -> InputNormalization | None:
+    """The normalisation module of an ``input_norm`` option (``[means, stds]`` or ``None``)."""
+    if input_norm is None:
+        return None
+    mean, std = input_norm
+    if len(mean) != channels:
+        raise ValueError(f"input_norm has {len(mean)} channel means, the input has {channels} channels")
+    return InputNormalization(mean, std)
+
+
+def norm_config(input_norm) -> list | None:
+    return None if input_norm is None else [[float(m) for m in input_norm[0]], [float(s) for s in input_norm[1]]]

@@ -12,7 +12,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from spikec.models.common import Activation, check_classes, check_input_shape, classifier_head, pool2d
+from spikec.models.common import (
+    Activation, check_classes, check_input_shape, classifier_head, input_normalization, norm_config, pool2d,
+)
 
 
 class LeNet(nn.Module):
@@ -30,9 +32,11 @@ class LeNet(nn.Module):
         kernel_size: int | None = None,
         pool: str = "avg",
         batch_norm: bool = True,
+        input_norm: Sequence[Sequence[float]] | None = None,
     ):
         super().__init__()
         c, h, w = check_input_shape(input_shape)
+        self.input_norm = input_normalization(input_norm, c)
         classes = check_classes(num_classes)
         k = int(kernel_size) if kernel_size is not None else (5 if min(h, w) >= 16 else 3)
         if k < 1 or k % 2 == 0:
@@ -57,7 +61,10 @@ class LeNet(nn.Module):
             "kernel_size": kernel_size if kernel_size is None else int(kernel_size),
             "pool": pool,
             "batch_norm": bool(batch_norm),
+            "input_norm": norm_config(input_norm),
         }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_norm is not None:
+            x = self.input_norm(x)
         return self.classifier(self.features(x))

@@ -15,7 +15,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from spikec.models.common import Activation, check_classes, check_input_shape, global_pool2d, scaled
+from spikec.models.common import (
+    Activation, check_classes, check_input_shape, global_pool2d, input_normalization, norm_config, scaled,
+)
 
 IMAGENET_LAYOUTS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}
 IMAGENET_CHANNELS = [64, 128, 256, 512]
@@ -75,9 +77,11 @@ class ResNet(nn.Module):
         batch_norm: bool = True,
         pool: str = "avg",
         width: float = 1.0,
+        input_norm: Sequence[Sequence[float]] | None = None,
     ):
         super().__init__()
         c, h, w = check_input_shape(input_shape)
+        self.input_norm = input_normalization(input_norm, c)
         classes = check_classes(num_classes)
         std_blocks, std_channels = resnet_layout(depth) if blocks is None or channels is None else ([], [])
         stage_blocks = [int(b) for b in (blocks if blocks is not None else std_blocks)]
@@ -107,7 +111,10 @@ class ResNet(nn.Module):
             "batch_norm": bool(batch_norm),
             "pool": pool,
             "width": float(width),
+            "input_norm": norm_config(input_norm),
         }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_norm is not None:
+            x = self.input_norm(x)
         return self.head(self.stages(self.stem(x)))

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from spikec.models.common import (
-    Activation, check_classes, check_input_shape, classifier_head, pool2d, scaled,
+    Activation, check_classes, check_input_shape, classifier_head, input_normalization, norm_config, pool2d, scaled,
 )
 
 VGG_LAYERS = {
@@ -41,9 +41,11 @@ class VGG(nn.Module):
         pool: str = "avg",
         hidden: Sequence[int] = (512,),
         width: float = 1.0,
+        input_norm: Sequence[Sequence[float]] | None = None,
     ):
         super().__init__()
         c, h, w = check_input_shape(input_shape)
+        self.input_norm = input_normalization(input_norm, c)
         classes = check_classes(num_classes)
         if layers is None:
             if int(depth) not in VGG_LAYERS:
@@ -79,7 +81,10 @@ class VGG(nn.Module):
             "pool": pool,
             "hidden": [int(x) for x in hidden],
             "width": float(width),
+            "input_norm": norm_config(input_norm),
         }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_norm is not None:
+            x = self.input_norm(x)
         return self.classifier(self.features(x))

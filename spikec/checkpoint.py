@@ -127,9 +127,15 @@ def activation(spec: dict | None):
 
 
 def build_ann(arch: str, arch_config: dict, act: dict | None = None) -> nn.Module:
-    """An untrained ANN from its architecture name, ``arch_config`` and activation spec."""
+    """An untrained ANN from its architecture name, ``arch_config`` and activation spec.
+
+    Architecture ``"graph"`` (a user's model, see :mod:`spikec.user_model`) is rebuilt from the
+    plain-data graph in ``arch_config["graph"]``."""
+    from spikec.conversion.graph_data import GRAPH_ARCH, graph_from_data
     from spikec.models import build_model
 
+    if arch == GRAPH_ARCH:
+        return graph_from_data(arch_config["graph"])
     return build_model(arch, act=activation(act), **arch_config)
 
 

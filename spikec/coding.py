@@ -10,11 +10,13 @@ import torch
 def rate_encode(x: torch.Tensor, timesteps: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Bernoulli spikes with probability ``clamp(x, 0, 1)`` per step: the discrete-time Poisson process.
 
-    The expected count over ``timesteps`` steps is ``timesteps * x``.
+    The expected count over ``timesteps`` steps is ``timesteps * x``. Steps are drawn one after
+    the other, so the first ``t`` steps of a longer draw are the ``t``-step draw from the same
+    generator state, on any device, and drawing a run in time chunks gives the same spikes.
     """
     _check_steps(timesteps)
-    p = x.clamp(0, 1).unsqueeze(0).expand(timesteps, *x.shape)
-    return torch.bernoulli(p, generator=generator).to(x.dtype)
+    p = x.clamp(0, 1)
+    return torch.stack([torch.bernoulli(p, generator=generator) for _ in range(int(timesteps))]).to(x.dtype)
 
 
 poisson_encode = rate_encode
@@ -26,15 +28,20 @@ def direct_encode(x: torch.Tensor, timesteps: int) -> torch.Tensor:
     return x.unsqueeze(0).expand(timesteps, *x.shape)
 
 
-def latency_encode(x: torch.Tensor, timesteps: int, x_min: float = 0.0) -> torch.Tensor:
+def latency_encode(x: torch.Tensor, timesteps: int, x_min: float = 0.0, start: int = 0,
+                   steps: int | None = None) -> torch.Tensor:
     """One spike per input at step ``round((1 - x) * (timesteps - 1))``: larger values fire earlier.
 
-    Inputs ``<= x_min`` do not spike (a zero carries no event, as in TTFS hardware).
+    Inputs ``<= x_min`` do not spike (a zero carries no event, as in TTFS hardware). ``start`` and
+    ``steps`` select the window ``[start, start + steps)`` of the ``timesteps``-step train (default
+    all of it), for time-chunked runs. A spike's step depends on ``timesteps``, so unlike rate and
+    direct coding a shorter train is not the beginning of a longer one.
     """
     _check_steps(timesteps)
+    steps = int(timesteps) - int(start) if steps is None else int(steps)
     t = latency_times(x, timesteps, x_min)
-    steps = torch.arange(timesteps, device=x.device).view(-1, *([1] * x.dim()))
-    return (steps == t.unsqueeze(0)).to(x.dtype)
+    index = torch.arange(int(start), int(start) + steps, device=x.device).view(-1, *([1] * x.dim()))
+    return (index == t.unsqueeze(0)).to(x.dtype)
 
 
 def latency_times(x: torch.Tensor, timesteps: int, x_min: float = 0.0) -> torch.Tensor:

@@ -29,11 +29,11 @@ class LayerRecord:
     first_times: list = field(default_factory=list)  # tensors [B, N], inf where silent
     keep_times: bool = True
 
-    def add(self, counts: torch.Tensor, first: torch.Tensor) -> None:
+    def add(self, counts: torch.Tensor, first: torch.Tensor | None) -> None:
         B, N = counts.shape
         self.num_neurons = N
         self.samples += B
-        per_sample = counts.sum(1).float().cpu()
+        per_sample = counts.sum(1, dtype=torch.float64).cpu()  # exact integers however many spikes
         self.spikes += float(per_sample.sum())
         self.spikes_per_sample.append(per_sample)
         if counts.numel():
@@ -131,7 +131,9 @@ class Recording:
 def record(model: nn.Module, first_spike_times: bool = True):
     """Observe every spiking layer of ``model`` while the block runs; yields a :class:`Recording`.
 
-    ``first_spike_times=False`` keeps only counts (less memory on large evaluations).
+    ``first_spike_times=False`` keeps only counts (less memory on large evaluations). Every call of
+    a layer counts as its own samples; a run fed in time chunks is therefore read through the spike
+    totals only (``LayerRecord.spikes`` after each chunk), as :func:`spikec.evaluation.evaluate_steps` does.
     """
     rec = Recording()
     handles = []
@@ -140,8 +142,7 @@ def record(model: nn.Module, first_spike_times: bool = True):
             layer = rec.layers.setdefault(name or type(m).__name__, LayerRecord(name or type(m).__name__, keep_times=first_spike_times))
 
             def hook(mod, inputs, output, layer=layer):
-                stats = mod.spike_stats(output)
-                layer.add(stats.counts, stats.first_times)
+                layer.add(*_stats(mod, output, layer.keep_times))
 
             handles.append(m.register_forward_hook(hook))
     try:
@@ -149,3 +150,12 @@ def record(model: nn.Module, first_spike_times: bool = True):
     finally:
         for h in handles:
             h.remove()
+
+
+def _stats(mod: SpikingModule, output: torch.Tensor, keep_times: bool):
+    """``(counts, first_times)`` of one call; without times, the default statistics skip computing them."""
+    if not keep_times and type(mod).spike_stats is SpikingModule.spike_stats:
+        s = output.detach()
+        return s.reshape(s.shape[0], s.shape[1], -1).sum(0), None
+    stats = mod.spike_stats(output)
+    return stats.counts, stats.first_times

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Callable, Iterator
 
 import torch
@@ -24,9 +25,11 @@ from spikec import distributed
 from spikec.errors import SpikecError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "constant", "onecycle", "warmup-cosine")
+STATE_VERSION = 1
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -55,14 +58,33 @@ def train(
     progress: bool = True,
     loss: Loss | None = None,
     device: str | torch.device = "cpu",
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    label_smoothing: float = 0.0,
+    warmup_epochs: float = 0.0,
+    augment: Augment | None = None,
+    state_file: str | None = None,
+    resume: bool = False,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+    channels_last: bool = False,
 ) -> list[EpochResult]:
     """Train ``model`` in place and return one :class:`EpochResult` per epoch.
 
     ``train_data`` / ``test_data``: a ``TensorDataset``, an ``(inputs, labels)`` pair of tensors, any
     map-style dataset of ``(input, label)`` pairs, or a ``DataLoader`` (used as it is). ``loss`` maps
-    ``(scores [B, C], labels [B])`` to a scalar (default cross-entropy). ``optimizer``: "adam",
-    "adamw" or "sgd" (momentum 0.9); ``schedule``: "cosine" annealing to zero over the epochs, or
-    "constant".
+    ``(scores [B, C], labels [B])`` to a scalar (default cross-entropy with ``label_smoothing``).
+    ``optimizer``: "adam", "adamw" or "sgd" (``momentum``, ``nesterov``). ``schedule``: "cosine"
+    (annealed to zero per epoch), "constant", "onecycle" (per batch: warm-up over the first 30% to
+    ``lr``, then cosine down; Smith & Topin 2019) or "warmup-cosine" (per batch: linear warm-up over
+    ``warmup_epochs``, then cosine to zero). ``augment(x, generator)`` transforms each training batch
+    on the device (see :mod:`spikec.data.augment`).
+
+    ``state_file``: after every epoch the whole training state (weights, optimizer, schedule, random
+    states, history) is written there atomically; with ``resume=True`` a run continues from the last
+    complete epoch recorded in it and ends with the same weights as an uninterrupted run (bitwise on
+    CPU). A state file from a different run (other model or settings) is refused with an error naming it.
+    ``channels_last`` trains convolutions in NHWC memory layout (2-6x faster for small CIFAR nets on
+    CPU here); the model is handed back in the default layout.
 
     Under ``torchrun`` (a process group from :func:`spikec.distributed.init_from_env`) the model is
     wrapped in DistributedDataParallel and each rank trains on its slice of every global batch of
@@ -71,22 +93,44 @@ def train(
     _check_positive(epochs=epochs, lr=lr, batch_size=batch_size)
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    loss_fn = loss if loss is not None else F.cross_entropy
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing}")
+    if loss is not None:
+        loss_fn = loss
+    elif label_smoothing:
+        loss_fn = lambda scores, y: F.cross_entropy(scores, y, label_smoothing=label_smoothing)  # noqa: E731
+    else:
+        loss_fn = F.cross_entropy
     device = torch.device(device)
     model.to(device)
+    layout = torch.channels_last if channels_last else None
+    if layout is not None:
+        model.to(memory_format=layout)
     rank, world = distributed.rank_and_size()
     net = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    opt = make_optimizer(model, optimizer, lr, weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs) if schedule == "cosine" else None
+    opt = make_optimizer(model, optimizer, lr, weight_decay, momentum=momentum, nesterov=nesterov)
+    steps_per_epoch = count_batches(train_data, batch_size)
+    sched, per_batch = make_schedule(opt, schedule, lr, epochs, steps_per_epoch, warmup_epochs)
+    signature = {"epochs": int(epochs), "lr": float(lr), "batch_size": int(batch_size), "optimizer": optimizer,
+                 "weight_decay": float(weight_decay), "schedule": schedule, "seed": int(seed),
+                 "momentum": float(momentum), "nesterov": bool(nesterov), "label_smoothing": float(label_smoothing),
+                 "warmup_epochs": float(warmup_epochs), "augment": repr(augment) if augment is not None else None,
+                 "samples": _length(train_data), "world": world,
+                 "parameters": [[k, list(v.shape)] for k, v in model.state_dict().items()]}
     history: list[EpochResult] = []
     fork_devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices, device_type=device.type):
         torch.manual_seed(seed)
         order = torch.Generator().manual_seed(seed)
-        bar = tqdm(range(1, int(epochs) + 1), desc="train", unit="epoch", disable=not progress or rank != 0)
-        for epoch in bar:
+        draws = torch.Generator().manual_seed(seed + 1)  # augmentation
+        first = 1
+        if resume and state_file is not None and os.path.exists(state_file):
+            first, history = _restore(state_file, signature, model, opt, sched, order, draws, device)
+        total = (int(epochs) - first + 1) * steps_per_epoch
+        bar = tqdm(total=total, desc="train", unit="batch", disable=not progress or rank != 0, dynamic_ncols=True)
+        for epoch in range(first, int(epochs) + 1):
             start = time.perf_counter()
             model.train()
             total_loss, correct, seen = 0.0, 0, 0
@@ -96,15 +140,24 @@ def train(
                     part = distributed.shard(n_global, rank, world)
                     x, y = x[part], y[part]
                 x, y = x.to(device), y.to(device)
+                if augment is not None:
+                    x = augment(x, draws)
+                if layout is not None and x.dim() == 4:
+                    x = x.contiguous(memory_format=layout)
                 scores = net(x)
                 # a mean over the local slice, rescaled so DDP's average over ranks is the global mean
                 batch_loss = loss_fn(scores, y) * (len(y) * world / n_global) if len(y) else scores.sum() * 0
                 opt.zero_grad(set_to_none=True)
                 batch_loss.backward()
                 opt.step()
+                if per_batch:
+                    sched.step()
                 total_loss += float(batch_loss.detach()) * n_global / world
                 correct += int((scores.detach().argmax(1) == y).sum())
                 seen += len(y)
+                bar.update(1)
+                bar.set_postfix(epoch=f"{epoch}/{epochs}", loss=f"{total_loss / max(seen, 1):.4f}",
+                                acc=f"{correct / max(seen, 1):.3f}", refresh=False)
             total_loss, correct, seen = distributed.all_sum(total_loss, correct, seen)
             correct, seen = int(correct), int(seen)
             if seen == 0:
@@ -112,16 +165,100 @@ def train(
             mean_loss = total_loss / seen
             if not math.isfinite(mean_loss):
                 raise SpikecError(f"training diverged: loss is {mean_loss} in epoch {epoch}; try a lower learning rate")
-            if sched is not None:
+            if sched is not None and not per_batch:
                 sched.step()
             test_acc = evaluate(model, test_data, batch_size=max(batch_size, 256), device=device) if test_data is not None else None
             history.append(EpochResult(epoch, mean_loss, correct / seen, test_acc, time.perf_counter() - start))
-            bar.set_postfix(_postfix(history[-1]))
+            if state_file is not None and rank == 0:
+                _save_state(state_file, signature, epoch, history, model, opt, sched, order, draws, device)
+            if on_epoch is not None and rank == 0:
+                on_epoch(history[-1])
         bar.close()
+    if layout is not None:
+        model.to(memory_format=torch.contiguous_format)
     if net is not model:  # free the DDP wrapper (it sits in reference cycles) while the process group lives
         del net
         gc.collect()
     return history
+
+
+def make_schedule(opt, schedule: str, lr: float, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0):
+    """``(scheduler or None, steps per batch?)`` for a schedule name (see :func:`train`)."""
+    if schedule == "constant":
+        return None, False
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs), False
+    total = max(1, int(epochs) * int(steps_per_epoch))
+    if schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.3,
+                                                   anneal_strategy="cos", cycle_momentum=False), True
+    warm = min(total - 1, int(round(float(warmup_epochs) * steps_per_epoch)))
+    if warm < 0:
+        raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        progress = (step - warm) / max(1, total - warm)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor), True
+
+
+def count_batches(data, batch_size: int) -> int:
+    """Mini-batches per epoch of ``data`` at ``batch_size`` (as :func:`batches` yields them)."""
+    if isinstance(data, DataLoader):
+        return len(data)
+    return max(1, math.ceil(_length(data) / batch_size))
+
+
+def _length(data) -> int:
+    if isinstance(data, DataLoader):
+        return len(data.dataset)
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(torch.is_tensor(t) for t in data):
+        return len(data[1])
+    return len(data)
+
+
+def _save_state(path, signature, epoch, history, model, opt, sched, order, draws, device) -> None:
+    from spikec.io.atomic import atomic_path
+
+    state = {
+        "format": "spikec-train-state", "version": STATE_VERSION, "signature": signature, "epoch": epoch,
+        "history": [asdict(r) for r in history], "model": model.state_dict(), "optimizer": opt.state_dict(),
+        "schedule": sched.state_dict() if sched is not None else None,
+        "rng": {"torch": torch.get_rng_state(), "order": order.get_state(), "draws": draws.get_state(),
+                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
+    }
+    if isinstance(sched, torch.optim.lr_scheduler.LambdaLR) and state["schedule"] is not None:
+        state["schedule"].pop("lr_lambdas", None)  # a closure, rebuilt from the settings
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _restore(path, signature, model, opt, sched, order, draws, device):
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unreadable, truncated, or a pickle that needs code
+        raise SpikecError(f"cannot resume from {path}: not a readable spikec training state ({type(exc).__name__})") from exc
+    if not isinstance(state, dict) or state.get("format") != "spikec-train-state":
+        raise SpikecError(f"cannot resume from {path}: not a spikec training state")
+    theirs = state.get("signature", {})
+    differ = sorted(k for k in set(signature) | set(theirs) if signature.get(k) != theirs.get(k))
+    if differ:
+        raise SpikecError(f"cannot resume from {path}: it was written by a different run (differs in: {', '.join(differ)})")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    if sched is not None and state.get("schedule") is not None:
+        sched.load_state_dict({**sched.state_dict(), **state["schedule"]})
+    rng = state["rng"]
+    torch.set_rng_state(rng["torch"])
+    order.set_state(rng["order"])
+    draws.set_state(rng["draws"])
+    if device.type == "cuda" and rng.get("cuda") is not None:
+        torch.cuda.set_rng_state(rng["cuda"], device)
+    history = [EpochResult(**r) for r in state["history"]]
+    return int(state["epoch"]) + 1, history
 
 
 def evaluate(model: nn.Module, data, batch_size: int = 256, device: str | torch.device | None = None) -> float:
@@ -148,8 +285,9 @@ def evaluate(model: nn.Module, data, batch_size: int = 256, device: str | torch.
     return correct / seen
 
 
-def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """An optimizer over ``model``'s trainable parameters, by name."""
+def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
+                   nesterov: bool = False) -> torch.optim.Optimizer:
+    """An optimizer over ``model``'s trainable parameters, by name (``momentum``/``nesterov`` for SGD)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"{type(model).__name__} has no trainable parameters")
@@ -158,7 +296,7 @@ def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float =
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
 
 
@@ -183,13 +321,6 @@ def batches(
         yield from DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
         return
     raise TypeError(f"expected a TensorDataset, (inputs, labels) tensors, a Dataset or a DataLoader, got {type(data).__name__}")
-
-
-def _postfix(r: EpochResult) -> dict:
-    out = {"loss": f"{r.loss:.4f}", "acc": f"{r.train_accuracy:.3f}"}
-    if r.test_accuracy is not None:
-        out["test"] = f"{r.test_accuracy:.3f}"
-    return out
 
 
 def _check_positive(**values) -> None:

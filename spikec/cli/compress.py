@@ -9,26 +9,44 @@ from __future__ import annotations
 
 import dataclasses
 
+from spikec.cli import user_model_args
 from spikec.errors import SpikecError, UsageError
 
 
 def add_parser(subparsers, parents):
-    from spikec.compress.config import GRANULARITIES, PRUNE_METHODS, QUANT_GROUPS, QUANT_MODES, SCHEDULES, SCOPES
+    from spikec.compress.config import (
+        GRANULARITIES, PRUNE_METHODS, QUANT_GROUPS, QUANT_MODES, REGULARIZERS, SCHEDULES, SCOPES, STRUCTURES,
+    )
 
     p = subparsers.add_parser(
         "compress", parents=parents, help="prune and quantize a network with attention-guided fine-tuning",
         description="Prune (DNR or magnitude) and quantize a checkpoint, fine-tuning with attention transfer "
                     "from the uncompressed network; report accuracy, size, spikes and synaptic operations.",
     )
-    p.add_argument("checkpoint", metavar="SNN_FILE", help="checkpoint of any kind (rate_snn, ttfs_snn, snn, ann)")
+    p.add_argument("checkpoint", metavar="SNN_FILE", nargs="?", default=None,
+                   help="checkpoint of any kind (rate_snn, ttfs_snn, snn, ann), or an ANN given with --model")
     p.add_argument("--out", default=None, metavar="FILE", help="write the compressed checkpoint here")
     p.add_argument("--config", default=None, metavar="TOML", help="base CompressConfig; flags given override it")
     p.add_argument("--density", type=float, default=None, help="fraction of weights kept (default 0.1; 1 = no pruning)")
-    p.add_argument("--bits", type=int, default=None, help="weight bits 2..8 (default 4; 0 = no quantization)")
+    p.add_argument("--bits", default=None, metavar="B|B,B,...|auto",
+                   help="weight bits 2..8 (default 4; 0 = no quantization); one per quantized layer (8,4,4,...); "
+                        "or auto: per layer the fewest bits its sensitivity allows (see QuantConfig)")
     p.add_argument("--quant-mode", choices=QUANT_MODES, default=None, help="int (default), binary, binaryconnect, ternary")
     p.add_argument("--quant-group", choices=QUANT_GROUPS, default=None, help="one scale per layer (default) or channel")
     p.add_argument("--method", choices=PRUNE_METHODS, default=None, help="dnr (default) or magnitude")
     p.add_argument("--granularity", choices=GRANULARITIES, default=None, help="weight (default), row (1 x k kernel rows), kernel or channel")
+    p.add_argument("--structure", choices=STRUCTURES, default=None,
+                   help="prune groups aligned with the crossbar tiles: tile-row, tile-col or tile (sets the granularity)")
+    p.add_argument("--regularizer", choices=REGULARIZERS, default=None,
+                   help="group sparsity penalty while pruning: group-lasso, hoyer-square or none (default)")
+    p.add_argument("--strength", type=float, default=None, help="strength of --regularizer (default 1e-3)")
+    p.add_argument("--hardware", default=None, metavar="PRESET|TOML",
+                   help="the PE to compress for: tile size of --structure and of the tile report, and its cell levels "
+                        "(refuses --bits with more levels than a cell holds); default: twin-column tiles, no cell check")
+    p.add_argument("--noise-sigma", type=float, default=None,
+                   help="variation-aware fine-tuning: sampled log-normal conductance variation of this sigma (default 0)")
+    p.add_argument("--noise-chips", type=int, default=None, help="cycle over this many seeded training chips (default 0: a new chip every step)")
+    p.add_argument("--lipschitz", type=float, default=None, help="strength of the spectral-norm (Lipschitz) penalty (default 0)")
     p.add_argument("--scope", choices=SCOPES, default=None, help="layer (default) or global magnitude ranking")
     p.add_argument("--schedule", choices=SCHEDULES, default=None, help="gradual (default) or oneshot pruning")
     p.add_argument("--skip-first", action="store_true", help="leave the first Conv/Linear layer dense and unquantized")
@@ -43,6 +61,7 @@ def add_parser(subparsers, parents):
     p.add_argument("--format", default=None, help="data format of --dataset when it is a path (default: detect)")
     p.add_argument("--batch-size", type=int, default=None, help="fine-tuning batch size (default 32: small datasets need the optimizer steps)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    user_model_args.add_arguments(p.add_argument_group("your own ANN (instead of SNN_FILE)"))
     return p
 
 
@@ -54,6 +73,9 @@ def build_config(args):
 
     def given(**kw):
         return {k: v for k, v in kw.items() if v is not None}
+
+    bits = parse_bits(args.bits)
+    hardware = hardware_config(args.hardware)
 
     if args.config:
         try:
@@ -67,11 +89,19 @@ def build_config(args):
         quant = base.quant or QuantConfig()
         selection = LayerSelection(skip_first=args.skip_first or prune.layers.skip_first,
                                    skip_last=args.skip_last or prune.layers.skip_last, exclude=prune.layers.exclude)
-        prune = dataclasses.replace(prune, layers=selection, **given(
-            density=args.density, method=args.method, granularity=args.granularity, scope=args.scope,
-            schedule=args.schedule))
-        quant = dataclasses.replace(quant, layers=selection, **given(
-            bits=args.bits or None, mode=args.quant_mode, group=args.quant_group))
+        tiles = {} if hardware is None else {"tile_rows": hardware.tile_rows, "tile_cols": hardware.tile_cols}
+        prune = dataclasses.replace(prune, layers=selection, **tiles, **given(
+            density=args.density, method=args.method, granularity=args.structure or args.granularity,
+            scope=args.scope, schedule=args.schedule, regularizer=args.regularizer, strength=args.strength))
+        cells = {} if hardware is None else {"cell_levels": hardware.cell_levels}
+        quant = dataclasses.replace(quant, layers=selection, **cells, **given(
+            bits=bits or None, mode=args.quant_mode, group=args.quant_group))
+        robust = base.robust
+        if args.noise_sigma is not None or args.noise_chips is not None or args.lipschitz is not None:
+            from spikec.compress.config import RobustConfig
+
+            robust = dataclasses.replace(robust or RobustConfig(), **given(
+                sigma=args.noise_sigma, chips=args.noise_chips, lipschitz=args.lipschitz))
         attention = base.attention
         if args.attention or args.beta is not None:
             attention = dataclasses.replace(attention or AttentionConfig(), **given(beta=args.beta))
@@ -81,16 +111,58 @@ def build_config(args):
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     keep_dense = args.density == 1.0 or (args.density is None and base.prune is None)
-    keep_float = args.bits == 0 or (args.bits is None and base.quant is None)
+    keep_float = bits == 0 or (bits is None and base.quant is None)
     return CompressConfig(prune=None if keep_dense else prune, quant=None if keep_float else quant,
-                          attention=attention, dnr=base.dnr, finetune=ft)
+                          attention=attention, dnr=base.dnr, finetune=ft, robust=robust)
+
+
+def parse_bits(text):
+    """``--bits``: None, 0, an int, a tuple of ints (one per layer) or "auto"; a one-line error otherwise."""
+    if text is None:
+        return None
+    t = str(text).strip()
+    if t == "auto":
+        return "auto"
+    try:
+        values = tuple(int(v) for v in t.split(","))
+    except ValueError:
+        raise UsageError(f"--bits must be 0, 2..8, a comma-separated list of 2..8 or auto, got {text!r}") from None
+    if len(values) == 1:
+        if values[0] != 0 and not 2 <= values[0] <= 8:
+            raise UsageError(f"--bits must be 0 (no quantization) or 2..8, got {values[0]}")
+        return values[0]
+    bad = [v for v in values if not 2 <= v <= 8]
+    if bad:
+        raise UsageError(f"--bits: every per-layer width must lie in 2..8, got {bad[0]} in {text!r}")
+    return values
+
+
+def hardware_config(name):
+    """``--hardware``: a preset name or a TOML file (None: not given)."""
+    if name is None:
+        return None
+    from spikec.hardware.config import PRESETS, load_config, preset
+
+    if str(name).endswith(".toml"):
+        return load_config(name)
+    try:
+        return preset(name)
+    except UsageError:
+        raise UsageError(f"--hardware: no preset {name!r}; give one of {', '.join(PRESETS)} or a .toml file") from None
 
 
 def _check(args) -> None:
     if args.density is not None and not 0 < args.density <= 1:
         raise UsageError(f"--density must lie in (0, 1], got {args.density}")
-    if args.bits is not None and args.bits != 0 and not 2 <= args.bits <= 8:
-        raise UsageError(f"--bits must be 0 (no quantization) or 2..8, got {args.bits}")
+    parse_bits(args.bits)
+    for flag in ("strength", "noise_sigma", "lipschitz"):
+        value = getattr(args, flag, None)
+        if value is not None and not value >= 0:
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= 0, got {value}")
+    if args.noise_chips is not None and args.noise_chips < 0:
+        raise UsageError(f"--noise-chips must be >= 0, got {args.noise_chips}")
+    if args.structure and args.granularity and args.structure != args.granularity:
+        raise UsageError(f"--structure {args.structure} and --granularity {args.granularity} disagree; give one")
     for flag in ("epochs", "quant_epochs"):
         value = getattr(args, flag)
         if value is not None and value < 0:
@@ -105,7 +177,25 @@ def _check(args) -> None:
         raise UsageError(f"--beta must be >= 0, got {args.beta}")
 
 
+# Fine-tuning small SNNs: one thread is as fast as two on an idle 2-core machine and does not
+# collapse when another process shares it (torch's default of one thread per core took 11x
+# longer per step on the digits VGG rate SNN with a training job beside it; BENCHMARKS.md).
+DEFAULT_THREADS = 1
+
+
 def run(args) -> dict:
+    import torch
+
+    previous = torch.get_num_threads()
+    if getattr(args, "threads", None) is None:
+        torch.set_num_threads(DEFAULT_THREADS)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(args) -> dict:
     from spikec.checkpoint import load_model, save_checkpoint
     from spikec.compress import compress_
     from spikec.compress.checkpoint import compressed_checkpoint, compression_record
@@ -115,7 +205,10 @@ def run(args) -> dict:
 
     _check(args)
     config = build_config(args)
-    model, ckpt = load_model(args.checkpoint)
+    if user_model_args.wants_user_model(args, args.checkpoint):
+        model, ckpt = _user_ann(args)
+    else:
+        model, ckpt = load_model(args.checkpoint)
     if "compression" in ckpt:
         from spikec.compress.checkpoint import restore_compression_
 
@@ -124,6 +217,8 @@ def run(args) -> dict:
     seed = config.finetune.seed
     before = activity(model, test_data, seed=seed)
     size_before = model_size(model)
+    hardware = hardware_config(args.hardware) or _twin_column()
+    tiles_before = _tiles(model, hardware)
     print(f"{args.checkpoint} ({ckpt['kind']}) on {name}: accuracy {before.accuracy:.2%}, "
           f"{before.spikes_per_inference:.0f} spikes and {before.sops_per_inference:.0f} SOPs per inference")
 
@@ -135,17 +230,26 @@ def run(args) -> dict:
     model.eval()
     after = activity(model, test_data, seed=seed)
     size = report.size
-    bits = config.quant.weight_bits if config.quant is not None else 32
+    bits = max(report.bits.values()) if report.bits else (config.quant.weight_bits if config.quant is not None else 32)
+    tiles = _tiles_freed(tiles_before, _tiles(model, hardware))
     record = compression_record(model, config, {
         "accuracy_before": before.accuracy, "accuracy_after": after.accuracy, "weight_bits": bits,
-        "mask_density": report.mask_density,
+        "layer_bits": dict(report.bits), "mask_density": report.mask_density, "tiles": tiles,
     })
     out_path = None
     if args.out:
         out_path = save_checkpoint(args.out, compressed_checkpoint(ckpt, model, record))
     print(f"accuracy {before.accuracy:.2%} -> {after.accuracy:.2%}")
-    print(f"density {size.density:.4f} (mask {report.mask_density:.4f}), {bits}-bit weights, "
+    widths = sorted(set(report.bits.values()))
+    bit_text = f"{bits}-bit" if len(widths) <= 1 else "/".join(str(w) for w in report.bits.values()) + "-bit"
+    print(f"density {size.density:.4f} (mask {report.mask_density:.4f}), {bit_text} weights, "
           f"{size_before.compressed_bits} -> {size.compressed_bits} bits: compression {size.ratio:.1f}x")
+    if tiles is not None:
+        grid = tiles["on_cell_grid"]
+        exact = "" if not grid else (", every layer on the cell grid" if all(grid.values()) else
+                                     f", off the cell grid (rounded by the PE): {', '.join(n for n, e in grid.items() if not e)}")
+        print(f"crossbar tiles ({tiles['source']}) {tiles['tiles_before']} -> {tiles['tiles_after']}: "
+              f"{tiles['tiles_freed']} freed ({tiles['freed_fraction']:.0%}){exact}")
     print(f"spikes per inference {before.spikes_per_inference:.0f} -> {after.spikes_per_inference:.0f}; "
           f"SOPs {before.sops_per_inference:.0f} -> {after.sops_per_inference:.0f}; "
           f"compute energy {before.snn_energy_pj / 1e6:.3f} -> {after.snn_energy_pj / 1e6:.3f} uJ "
@@ -161,8 +265,44 @@ def run(args) -> dict:
         "energy_before_pj": before.snn_energy_pj, "energy_after_pj": after.snn_energy_pj,
         "ann_energy_pj": after.ann_energy_pj,
         "layer_density": {n: l.nonzero / l.weights for n, l in size.layers.items()},
+        "layer_bits": dict(report.bits), "tiles": tiles,
         "config": to_dict(config), "checkpoint": out_path,
     }
+
+
+def _twin_column():
+    from spikec.hardware.config import preset
+
+    return preset("twin-column")
+
+
+def _tiles(model, hardware):
+    """Crossbar tiles of ``model`` (None if the hardware model cannot count them)."""
+    from spikec.compress.tiles import tile_count
+
+    try:
+        return tile_count(model, hardware)
+    except (SpikecError, ValueError, RuntimeError):
+        return None
+
+
+def _tiles_freed(before, after):
+    from spikec.compress.tiles import tiles_freed
+
+    return None if before is None or after is None else tiles_freed(before, after)
+
+
+def _user_ann(args):
+    """``--model`` as the ANN its checkpoint rebuilds (the prepared graph), so the compressed file reloads."""
+    from spikec.checkpoint import build_ann
+    from spikec.data import load_dataset
+
+    _, _, info = load_dataset(args.dataset or "digits", format=args.format)
+    _, ckpt = user_model_args.load(args, info)
+    model = build_ann(ckpt["arch"], ckpt["arch_config"])
+    model.load_state_dict(ckpt["state_dict"])
+    args.checkpoint = args.model  # names the model in what is printed
+    return model.eval(), ckpt
 
 
 def _load_data(args, ckpt):

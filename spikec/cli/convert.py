@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 
+from spikec.cli import user_model_args
 from spikec.errors import SpikecError, UsageError
 
 CODINGS = ("rate", "ttfs")
@@ -21,7 +22,8 @@ def add_parser(subparsers, parents):
         help="convert a trained ANN checkpoint into a spiking network (rate or TTFS coding)",
         description="Convert a trained ANN checkpoint into a spiking network and report its accuracy.",
     )
-    p.add_argument("ann_file", metavar="ANN_FILE", help="ANN checkpoint written by 'spikec train'")
+    p.add_argument("ann_file", metavar="ANN_FILE", nargs="?", default=None,
+                   help="ANN checkpoint written by 'spikec train' (or use --model)")
     p.add_argument("--coding", choices=CODINGS, default="rate", help="spike coding (default rate)")
     p.add_argument("--dataset", default=None,
                    help="dataset name or path for calibration and evaluation (default: the ANN's, else digits)")
@@ -35,6 +37,9 @@ def add_parser(subparsers, parents):
                       help="threshold normalisation: percentile[:p], max or channel[:p] (default percentile:99.9)")
     rate.add_argument("--maxpool", choices=("count", "gate"), default="count",
                       help="spike max-pool rule (default count)")
+    rate.add_argument("--reset", choices=("subtract", "zero"), default="subtract",
+                      help="neuron reset: subtract (default, most accurate) or zero (exports to NIR; initial membrane "
+                           "0; add --finetune-epochs to recover the accuracy)")
     rate.add_argument("--finetune-timesteps", type=int, default=None, metavar="T",
                       help="T used while fine-tuning (default: the smallest --timesteps value)")
     p.add_argument("--finetune-epochs", type=int, default=0, metavar="N",
@@ -45,6 +50,7 @@ def add_parser(subparsers, parents):
     ttfs = _ttfs_module()
     if ttfs is not None:
         ttfs.add_arguments(p.add_argument_group("TTFS coding"))
+    user_model_args.add_arguments(p.add_argument_group("your own model (instead of ANN_FILE)"))
     return p
 
 
@@ -83,10 +89,16 @@ def run(args) -> dict:
         steps = parse_timesteps(args.timesteps)
         if args.finetune_epochs < 0:
             raise UsageError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
-    ann, ckpt = load_model(args.ann_file)
-    if ckpt["kind"] != "ann":
-        raise UsageError(f"{args.ann_file} is a {ckpt['kind']} checkpoint; spikec convert needs an ANN (kind 'ann')")
-    train_data, test_data = _load_data(args, ckpt)
+    if user_model_args.wants_user_model(args, args.ann_file):
+        from spikec.data import load_dataset
+
+        train_data, test_data, info = load_dataset(args.dataset or "digits")
+        ann, ckpt = user_model_args.load(args, info)
+    else:
+        ann, ckpt = load_model(args.ann_file)
+        if ckpt["kind"] != "ann":
+            raise UsageError(f"{args.ann_file} is a {ckpt['kind']} checkpoint; spikec convert needs an ANN (kind 'ann')")
+        train_data, test_data = _load_data(args, ckpt)
     if args.coding == "ttfs":
         return ttfs.run(args, ann, ckpt, train_data, test_data)
     return _run_rate(args, steps, ann, ckpt, train_data, test_data)
@@ -113,18 +125,20 @@ def _load_data(args, ckpt):
 def _run_rate(args, steps, ann, ckpt, train_data, test_data) -> dict:
     from spikec.checkpoint import save_checkpoint
     from spikec.conversion.rate import convert_rate, rate_snn_checkpoint
+    from spikec.data.sample import stratified_tensors
     from spikec.training import evaluate
 
     ann_acc = evaluate(ann, test_data, batch_size=args.batch_size)
     print(f"ANN accuracy: {100 * ann_acc:.2f}% ({ckpt['arch']}, {len(test_data)} test samples)")
-    calib = train_data.tensors[0][: args.calib]
-    snn = convert_rate(ann, calib, timesteps=max(steps), norm=args.norm, maxpool=args.maxpool)
+    calib, _ = stratified_tensors(train_data, args.calib, seed=args.seed)  # a class-sorted folder: never the first N
+    snn = convert_rate(ann, calib, timesteps=max(steps), norm=args.norm, maxpool=args.maxpool, reset=args.reset)
     conv = snn.conversion
     print(f"converted in {conv['seconds']:.3f} s (calibration {conv['calibration_seconds']:.3f} s on "
-          f"{len(calib)} samples, norm {conv['norm']}, {len(conv['neuron_layers'])} neuron layers)")
+          f"{len(calib)} samples, norm {conv['norm']}, {len(conv['neuron_layers'])} neuron layers, "
+          f"reset {conv['reset']})")
     result = {"ann_accuracy": ann_acc, "seconds": conv["seconds"], "calibration_seconds": conv["calibration_seconds"],
-              "norm": conv["norm"], "calib_samples": len(calib)}
-    accuracy, spikes = _evaluate_steps(snn, steps, test_data, args.batch_size)
+              "norm": conv["norm"], "calib_samples": len(calib), "reset": conv["reset"]}
+    accuracy, spikes = _evaluate_steps(snn, steps, test_data, args.batch_size, args)
     if args.finetune_epochs > 0:
         result["converted_accuracy"], result["converted_spikes_per_neuron"] = accuracy, spikes
         accuracy, spikes = _finetune(args, snn, steps, train_data, test_data)
@@ -138,19 +152,20 @@ def _run_rate(args, steps, ann, ckpt, train_data, test_data) -> dict:
     return result
 
 
-def _evaluate_steps(snn, steps, test_data, batch_size) -> tuple[dict, dict]:
-    import spikec
-    from spikec.training import evaluate
+def _evaluate_steps(snn, steps, test_data, batch_size, args=None) -> tuple[dict, dict]:
+    """Accuracy and spikes per neuron at every T, from one run of max(T) steps (spikec.evaluation)."""
+    import sys
 
-    accuracy, spikes = {}, {}
+    from spikec.evaluation import DEFAULT_CHUNK, evaluate_steps
+
+    chunk = getattr(args, "time_chunk", None) or DEFAULT_CHUNK
+    progress = not getattr(args, "json", False) and sys.stderr.isatty()
+    ev = evaluate_steps(snn, test_data, steps, batch_size=batch_size, chunk=chunk, progress=progress)
     print(f"{'T':>5}  {'SNN acc':>8}  {'spikes/neuron':>13}")
-    for T in steps:
-        snn.timesteps = T
-        with spikec.record(snn, first_spike_times=False) as rec:
-            accuracy[T] = evaluate(snn, test_data, batch_size=batch_size)
-        spikes[T] = rec.spikes_per_neuron
-        print(f"{T:>5}  {100 * accuracy[T]:>7.2f}%  {spikes[T]:>13.3f}")
-    return accuracy, spikes
+    for r in ev.results:
+        print(f"{r.timesteps:>5}  {100 * r.accuracy:>7.2f}%  {r.spikes_per_neuron:>13.3f}")
+    print(f"(one run of {ev.simulated_steps} steps per sample in chunks of {chunk}, {ev.seconds:.2f} s)")
+    return ev.accuracy, ev.spikes_per_neuron
 
 
 def _finetune(args, snn, steps, train_data, test_data):
@@ -163,5 +178,5 @@ def _finetune(args, snn, steps, train_data, test_data):
     finetune(snn, train_data, epochs=args.finetune_epochs, lr=args.finetune_lr, timesteps=T, seed=args.seed,
              progress=not args.json)
     print("after fine-tuning:")
-    return _evaluate_steps(snn, steps, test_data, args.batch_size)
+    return _evaluate_steps(snn, steps, test_data, args.batch_size, args)
 

@@ -44,12 +44,13 @@ def run(args, ann, ckpt, train_data, test_data) -> dict:
     from spikec.conversion.ttfs import convert_ttfs, ttfs_checkpoint
     from spikec.conversion.ttfs_finetune import finetune_ttfs
     from spikec.training import evaluate
+    from spikec.data.sample import stratified_tensors
 
     _check(args)
     batch = getattr(args, "batch_size", 256)
     ann_acc = evaluate(ann, test_data, batch_size=batch)
     print(f"ANN accuracy: {100 * ann_acc:.2f}% ({ckpt.get('arch', '?')}, {len(test_data)} test samples)")
-    calib = train_data.tensors[0][: getattr(args, "calib", 512)]
+    calib, _ = stratified_tensors(train_data, getattr(args, "calib", 512), seed=getattr(args, "seed", 0))
     start = time.perf_counter()
     snn = convert_ttfs(ann, calib, time_bits=args.time_bits, simulator=args.simulator, margin=args.margin)
     seconds = time.perf_counter() - start

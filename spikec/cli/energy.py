@@ -18,12 +18,15 @@ def add_parser(subparsers, parents):
     p.add_argument("snn_file", metavar="SNN_FILE", help="TTFS SNN checkpoint (kind ttfs_snn) from 'spikec convert --coding ttfs'")
     p.add_argument("--dataset", default="digits", help="'digits' (embedded) or a dataset path (default digits)")
     p.add_argument("--format", default=None, help="data format of --dataset when it is a path (default: detect)")
-    p.add_argument("--hardware", default="twin-column", help="hardware preset (default twin-column)")
+    p.add_argument("--hardware", "--preset", dest="hardware", default="twin-column",
+                   help="hardware preset: twin-column (default) or yan-vlsi2019 (the calibrated measured macro)")
+    p.add_argument("--wakeup", action="store_true",
+                   help="event-driven wake-up: integrators stay gated off until the first input of their run")
     p.add_argument("--config", default=None, metavar="HW_TOML", help="TOML file overriding preset parameters")
     p.add_argument("--chips", type=int, default=10, help="Monte-Carlo chips per variation setting (default 10)")
     p.add_argument("--sigmas", default="0,0.1,0.2,0.3", metavar="S[,S...]",
                    help="sigmas of the variation sweep (default 0,0.1,0.2,0.3)")
-    p.add_argument("--samples", type=int, default=None, metavar="N", help="use the first N test samples (default all)")
+    p.add_argument("--samples", type=int, default=None, metavar="N", help="a seeded stratified draw of N test samples (default all)")
     p.add_argument("--calib", type=int, default=512, metavar="N",
                    help="training samples used for MFTA calibration and the rate baseline (default 512)")
     p.add_argument("--rate-snn", default=None, metavar="FILE",
@@ -31,7 +34,11 @@ def add_parser(subparsers, parents):
     p.add_argument("--rate-timesteps", type=int, default=None, metavar="T",
                    help="time steps of the converted rate baseline (default 2^window_bits)")
     p.add_argument("--no-iso-accuracy", action="store_true",
-                   help="skip the rate baseline at the fewest steps matching the PE's accuracy")
+                   help="skip the rate baselines at the fewest steps matching the PE's accuracy (and the comparison)")
+    p.add_argument("--rate-methods", default="percentile,qcfs", metavar="M[,M...]",
+                   help="rate baselines of the equal-accuracy comparison: percentile, qcfs (default both)")
+    p.add_argument("--qcfs-epochs", type=int, default=5, metavar="N",
+                   help="epochs of QCFS fine-tuning of the ANN for the qcfs rate baseline (default 5)")
     p.add_argument("--out", default="energy_report", metavar="DIR", help="output folder (default energy_report)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
@@ -47,9 +54,22 @@ def _sigmas(text: str) -> list[float]:
     return values
 
 
+def _rate_options(args):
+    from spikec.hardware.baselines import RateBaselineOptions
+
+    methods = tuple(m.strip() for m in args.rate_methods.split(",") if m.strip())
+    if args.qcfs_epochs < 0:
+        raise UsageError(f"--qcfs-epochs must be >= 0, got {args.qcfs_epochs}")
+    try:
+        return RateBaselineOptions(methods=methods, calib_samples=args.calib, qcfs_epochs=args.qcfs_epochs)
+    except UsageError as exc:
+        raise UsageError(f"--rate-methods: {exc}") from None
+
+
 def run(args) -> dict:
     from spikec.checkpoint import load_checkpoint, load_model
     from spikec.data import load_dataset
+    from spikec.data.sample import stratified_tensors
     from spikec.hardware.config import load_config, preset
     from spikec.hardware.report import write_report
     from spikec.hardware.study import energy_study, summary
@@ -63,9 +83,12 @@ def run(args) -> dict:
     if args.rate_timesteps is not None and args.rate_timesteps < 1:
         raise UsageError(f"--rate-timesteps must be >= 1, got {args.rate_timesteps}")
     sigmas = _sigmas(args.sigmas)
+    rate_options = _rate_options(args)
     config = preset(args.hardware)
     if args.config:
         config = load_config(args.config, base=config)
+    if args.wakeup:
+        config = config.replace(wakeup_on_input=True)
     kind = load_checkpoint(args.snn_file).get("kind")
     if kind != "ttfs_snn":
         raise UsageError(f"{args.snn_file} is a {kind} checkpoint; 'spikec energy' needs a ttfs_snn "
@@ -82,12 +105,13 @@ def run(args) -> dict:
     if tuple(x.shape[1:]) != tuple(snn.input_shape):
         raise UsageError(f"{args.snn_file} expects inputs of shape {tuple(snn.input_shape)}, "
                          f"dataset {info.name} has {tuple(x.shape[1:])}")
-    if args.samples is not None:
-        x, y = x[: args.samples], y[: args.samples]
-    calib_x = train.tensors[0][: args.calib]
-    study = energy_study(snn, x, y, calib_x, config, chips=args.chips, sigmas=sigmas, rate_snn=rate_snn,
+    if args.samples is not None:  # seeded stratified draws: image folders are sorted by class
+        x, y = stratified_tensors((x, y), args.samples, config.seed)
+    calib_x, calib_y = stratified_tensors(train.tensors, args.calib, config.seed)
+    study = energy_study(snn, x, y, calib_x, config, calib_y=calib_y, chips=args.chips, sigmas=sigmas, rate_snn=rate_snn,
                          rate_timesteps=args.rate_timesteps, iso_accuracy=not args.no_iso_accuracy,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, rate_options=rate_options,
+                         train=None if args.no_iso_accuracy else train.tensors)
     write_report(study, args.out)
     result = summary(study.report, args.out)
     _print(study.report, result, info.name, args.out)
@@ -109,4 +133,15 @@ def _print(report: dict, result: dict, dataset: str, out: str) -> None:
             continue
         text = "n/a" if saving is None else f"{saving:+.1%}"
         print(f"  {name}: {b['energy_per_inference_j']['total'] * 1e9:.3f} nJ (PE saving {text})")
+    comp = report.get("comparison")
+    if comp:
+        for method, r in comp["rate"].items():
+            if r["energy_per_inference_j"]["total"] is not None:
+                print(f"  equal accuracy, {method} rate SNN at T = {r['timesteps']} ({r['accuracy']:.2%}): "
+                      f"{r['energy_per_inference_j']['total'] * 1e9:.3f} nJ, PE saving {r['pe_saving']:+.1%} "
+                      f"(ASTERS: > 34.7%)")
+        m = comp["mechanisms"]
+        print("  savings of all mechanisms on: " + ", ".join(
+            f"{n.replace('_', ' ')} {m[n]['share']:.0%}" for n in ("power_gating", "tta", "wakeup")
+            if m[n]["share"] is not None))
     print(f"report written to {out}/report.json, report.html, figures/, events.h5")

@@ -2,7 +2,9 @@
 
 train ANN -> convert (rate and/or TTFS) -> compress -> twin-column energy report -> NIR export.
 Each stage is the same subcommand a user would run by hand (this module only wires them), so
-what ``run`` writes can be reproduced stage by stage from the commands it prints.
+what ``run`` writes can be reproduced stage by stage from the commands it prints. The NIR file
+holds a reset-to-zero rate SNN (``spikec convert --reset zero --finetune-epochs N``, since NIR
+has no soft reset), written by ``spikec export``.
 """
 from __future__ import annotations
 
@@ -48,6 +50,11 @@ def _stages(args, out: str, codings: list[str]) -> list[tuple[str, list[str]]]:
                                                "--timesteps", "8,32" if q else "4,8,16,32,64",
                                                "--calib", "256" if q else "512",
                                                "--out", os.path.join(out, "snn_rate.h5")]))
+    if "rate" in codings:
+        stages.append(("convert to reset-to-zero rate SNN", [
+            "convert", ann, "--coding", "rate", *common, "--reset", "zero", "--timesteps", "32",
+            "--calib", "256" if q else "512", "--finetune-epochs", "1" if q else "3",
+            "--out", os.path.join(out, "snn_rate_zero.h5")]))
     if "ttfs" in codings:
         stages.append(("convert to TTFS SNN", ["convert", ann, "--coding", "ttfs", *common, "--time-bits", "6",
                                                "--calib", "256" if q else "512",
@@ -65,6 +72,9 @@ def _stages(args, out: str, codings: list[str]) -> list[tuple[str, list[str]]]:
         if q:
             energy += ["--samples", "120", "--sigmas", "0,0.2"]
         stages.append(("energy report", energy))
+    if "rate" in codings:
+        stages.append(("export NIR", ["export", os.path.join(out, "snn_rate_zero.h5"),
+                                      "--nir", os.path.join(out, "snn_rate.nir")]))
     return stages
 
 
@@ -82,49 +92,15 @@ def run(args) -> dict:
     results, rows = {}, []
     start = time.perf_counter()
     for i, (title, argv) in enumerate(stages, 1):
-        print(f"\n[{i}/{len(stages) + 1}] {title}: spikec {shlex.join(argv)}", flush=True)
+        print(f"\n[{i}/{len(stages)}] {title}: spikec {shlex.join(argv)}", flush=True)
         stage_args = parser.parse_args(argv)
         t0 = time.perf_counter()
         results[title] = stage_args._run(stage_args) or {}
         rows.append((title, time.perf_counter() - t0))
-    print(f"\n[{len(stages) + 1}/{len(stages) + 1}] export NIR", flush=True)
-    results["export NIR"] = _export_nir(out, codings, args)
     summary = _summary(results, out, time.perf_counter() - start)
     _write_json(os.path.join(out, "summary.json"), summary)
     _print_table(summary, rows)
     return summary
-
-
-def _export_nir(out: str, codings: list[str], args) -> dict:
-    """The rate SNN as NIR. NIR's IF resets to zero from a zero membrane, so the file holds the
-    variant with ``reset="zero"`` and ``v_init = 0``; its accuracy is measured and reported beside it."""
-    import copy
-
-    import torch
-
-    from spikec.checkpoint import load_model
-    from spikec.data import load_dataset
-    from spikec.io import to_nir, write_nir
-    from spikec.neurons import IF
-    from spikec.training import evaluate
-
-    if "rate" not in codings:
-        return {"nir": None, "skipped": "NIR export needs the rate SNN (TTFS windows have no NIR form)"}
-    snn, ckpt = load_model(os.path.join(out, "snn_rate.h5"))
-    variant = copy.deepcopy(snn)
-    for m in variant.modules():
-        if isinstance(m, IF):
-            m.reset_mode = "zero"
-            m.v_init = m.v_init.zero_() if torch.is_tensor(m.v_init) else 0.0
-    graph = to_nir(variant, tuple(ckpt["arch_config"]["input_shape"]))
-    path = os.path.join(out, "snn_rate.nir")
-    write_nir(graph, path)
-    _, test, _ = load_dataset(args.dataset)
-    acc, acc_soft = evaluate(variant, test), evaluate(snn, test)
-    print(f"saved {path}: reset-to-zero variant (NIR has no soft reset), accuracy {acc:.2%} "
-          f"at T={snn.timesteps} against {acc_soft:.2%} with soft reset")
-    return {"nir": path, "variant": "reset=zero, v_init=0", "accuracy": acc, "soft_reset_accuracy": acc_soft,
-            "timesteps": snn.timesteps}
 
 
 def _summary(results: dict, out: str, seconds: float) -> dict:
@@ -142,9 +118,20 @@ def _summary(results: dict, out: str, seconds: float) -> dict:
         "compressed": {k.split()[1]: {kk: v.get(kk) for kk in ("accuracy_after", "density", "weight_bits", "compression_ratio")}
                        for k, v in results.items() if k.startswith("compress ")},
         "energy": energy,
-        "nir": results.get("export NIR", {}),
+        "nir": _nir_summary(results),
         "artifacts": sorted(os.listdir(out)),
     }
+
+
+def _nir_summary(results: dict) -> dict:
+    """The NIR file and the accuracy of the reset-to-zero network it holds, beside the soft-reset one."""
+    if "export NIR" not in results:
+        return {"nir": None, "skipped": "NIR export needs the rate SNN (TTFS windows have no NIR form)"}
+    zero = results.get("convert to reset-to-zero rate SNN", {}).get("snn_accuracy") or {}
+    soft = results.get("convert to rate SNN", {}).get("snn_accuracy") or {}
+    steps = max(zero, default=None)
+    return {"nir": results["export NIR"].get("nir"), "variant": "reset=zero, v_init=0, fine-tuned",
+            "timesteps": steps, "accuracy": zero.get(steps), "soft_reset_accuracy": soft.get(steps)}
 
 
 def _print_table(summary: dict, rows: list[tuple[str, float]]) -> None:

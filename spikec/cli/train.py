@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -14,7 +15,7 @@ READOUTS = ("membrane", "count")
 def add_parser(subparsers, parents):
     from spikec.checkpoint import ACTIVATIONS, NEURONS
     from spikec.models import MODELS
-    from spikec.training import OPTIMIZERS
+    from spikec.training import OPTIMIZERS, SCHEDULES
 
     p = subparsers.add_parser(
         "train", parents=parents, help="train a model on a dataset and save a checkpoint",
@@ -29,6 +30,23 @@ def add_parser(subparsers, parents):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
     p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=False, help="Nesterov momentum (SGD)")
+    p.add_argument("--schedule", choices=SCHEDULES, default="cosine",
+                   help="learning-rate schedule: cosine (per epoch, default), constant, onecycle or warmup-cosine (per batch)")
+    p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up of warmup-cosine (default 1 epoch)")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing (default 0)")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random crop (zero padding) and horizontal flip of training images "
+                        "(default: on for images of at least 16x16 pixels, off otherwise)")
+    p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=False,
+                   help="per-channel input normalisation with the training data's mean and std, as the model's "
+                        "first op (rate conversion folds it exactly into the first layer; default off)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory layout for convolutions (default: on for image inputs)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its last complete epoch (state saved next to --out "
+                        "as OUT.state after every epoch)")
     p.add_argument("--seed", type=int, default=0, help="seeds the weights, batch order and input spikes")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     arch = p.add_argument_group("architecture options (only those the model has)")
@@ -46,6 +64,8 @@ def add_parser(subparsers, parents):
     snn.add_argument("--neuron", choices=NEURONS, default="lif")
     snn.add_argument("--beta", type=float, default=0.9, help="LIF leak factor (default 0.9)")
     snn.add_argument("--threshold", type=float, default=1.0)
+    snn.add_argument("--reset", choices=("subtract", "zero"), default="subtract",
+                     help="neuron reset: subtract (default) or zero (the network then exports to NIR)")
     snn.add_argument("--surrogate", default="arctan", help="arctan, fast_sigmoid, triangle, straight_through")
     snn.add_argument("--readout", choices=READOUTS, default="membrane", help="membrane (non-spiking output layer) or count")
     return p
@@ -73,31 +93,80 @@ def _train_and_save(args):
     from spikec.data import load_dataset
     from spikec.training import train
 
+    from spikec.data.augment import default_augmentation
+    from spikec.errors import SpikecError
+
     train_data, test_data, info = load_dataset(args.dataset, format=args.format)
     cfg = _arch_options(args)
+    if args.normalize:
+        from spikec.models import model_options
+
+        if "input_norm" not in model_options(args.model):
+            raise UsageError(f"--normalize does not apply to model {args.model!r} (vgg, resnet, lenet have it)")
+        cfg["input_norm"] = channel_statistics(train_data.tensors[0])
     torch.manual_seed(args.seed)
     model, ckpt_of = _build(args, info, cfg)
+    augment = default_augmentation(info.input_shape) if args.augment is not False else None
+    if args.augment and augment is None:
+        raise UsageError(f"--augment needs images of at least 16x16 pixels; {info.name} has inputs {tuple(info.input_shape)}")
+    state_file = state_path(args.out)
+    if args.resume and not os.path.exists(state_file):
+        raise UsageError(f"--resume: no training state {state_file} to continue (it is written after every epoch)")
+    quiet = getattr(args, "json", False)
+
+    def report(r):
+        if distributed.is_main() and not quiet:
+            test = f", test {r.test_accuracy:.2%}" if r.test_accuracy is not None else ""
+            print(f"epoch {r.epoch}/{args.epochs}: loss {r.loss:.4f}, train {r.train_accuracy:.2%}{test} "
+                  f"({r.seconds:.0f} s)", flush=True)
+
     start = time.perf_counter()
-    history = train(
-        model, train_data, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, optimizer=args.optimizer,
-        weight_decay=args.weight_decay, test_data=test_data, seed=args.seed, progress=sys.stderr.isatty(),
-        device=args.device,
-    )
+    try:
+        history = train(
+            model, train_data, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, optimizer=args.optimizer,
+            weight_decay=args.weight_decay, test_data=test_data, seed=args.seed, progress=sys.stderr.isatty(),
+            device=args.device, momentum=args.momentum, nesterov=args.nesterov, schedule=args.schedule,
+            warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, augment=augment,
+            state_file=state_file, resume=args.resume, on_epoch=report,
+            channels_last=args.channels_last if args.channels_last is not None else _is_image(info.input_shape),
+        )
+    except SpikecError as exc:
+        if args.resume and str(exc).startswith("cannot resume"):
+            raise UsageError(str(exc)) from exc
+        raise
     seconds = time.perf_counter() - start
     last = history[-1]
+    train_seconds = sum(r.seconds for r in history)
     metrics = {"test_accuracy": last.test_accuracy, "train_accuracy": last.train_accuracy, "loss": last.loss,
-               "epochs": args.epochs, "seconds": seconds}
+               "epochs": args.epochs, "seconds": train_seconds,
+               "recipe": {"optimizer": args.optimizer, "lr": args.lr, "schedule": args.schedule,
+                          "batch_size": args.batch_size, "weight_decay": args.weight_decay,
+                          "nesterov": args.nesterov, "label_smoothing": args.label_smoothing,
+                          "augment": repr(augment) if augment is not None else None}}
     ckpt = ckpt_of(model.cpu(), dataset=info.to_dict(), metrics=metrics, seed=args.seed)
     kind = ckpt["kind"]
     if not distributed.is_main():  # rank 0 alone writes and reports
         return None
     save_checkpoint(args.out, ckpt)
+    if os.path.exists(state_file):
+        os.unlink(state_file)  # the run is complete: its checkpoint replaces the resumable state
     print(f"{kind} {args.model} on {info.name}: test accuracy {last.test_accuracy:.2%} "
           f"(train {last.train_accuracy:.2%}, loss {last.loss:.4f}) after {args.epochs} epochs in {seconds:.1f} s")
     print(f"saved {args.out}")
     return {"test_accuracy": last.test_accuracy, "checkpoint": args.out, "epochs": args.epochs, "seconds": seconds,
             "train_accuracy": last.train_accuracy, "loss": last.loss, "kind": kind, "model": args.model,
             "dataset": info.name}
+
+
+def channel_statistics(x) -> list:
+    """``[means, stds]`` per channel of image inputs ``[N, C, H, W]``."""
+    flat = x.transpose(0, 1).reshape(x.shape[1], -1).double()
+    return [flat.mean(1).tolist(), flat.std(1).clamp_min(1e-6).tolist()]
+
+
+def state_path(out: str) -> str:
+    """Where ``spikec train --out OUT`` keeps its resumable training state."""
+    return f"{out}.state"
 
 
 def _check_args(args) -> None:
@@ -109,6 +178,10 @@ def _check_args(args) -> None:
                         ("--levels", args.levels)):
         if value < 1:
             raise UsageError(f"{flag} must be >= 1, got {value}")
+    if not 0 <= args.label_smoothing < 1:
+        raise UsageError(f"--label-smoothing must lie in [0, 1), got {args.label_smoothing}")
+    if args.warmup_epochs < 0:
+        raise UsageError(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
     if not args.lr > 0:
         raise UsageError(f"--lr must be positive, got {args.lr}")
     if args.snn and args.act != "relu":
@@ -138,7 +211,7 @@ def _build(args, info, cfg):
     try:
         if args.snn:
             neuron = NeuronConfig(kind=args.neuron, beta=args.beta if args.neuron == "lif" else 1.0,
-                                  threshold=args.threshold, surrogate=args.surrogate)
+                                  threshold=args.threshold, surrogate=args.surrogate, reset=args.reset)
             spec = SNNSpec(args.model, arch_config, neuron, args.timesteps, args.coding, args.readout)
             return spec.build(), spec.checkpoint
         act = {"name": "relu"} if args.act == "relu" else {"name": "qcfs", "levels": args.levels}
@@ -147,3 +220,7 @@ def _build(args, info, cfg):
         raise UsageError(str(exc)) from exc
     except (ValueError, TypeError) as exc:
         raise UsageError(f"cannot build {args.model} for {info.name} {tuple(info.input_shape)}: {exc}") from exc
+
+
+def _is_image(shape) -> bool:
+    return len(shape) == 3 and min(shape[1], shape[2]) >= 16

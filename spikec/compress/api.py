@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -25,12 +26,14 @@ from spikec.compress.attention import default_attention_layers
 from spikec.compress.config import CompressConfig
 from spikec.compress.dnr import RewireStep, SparseTraining
 from spikec.compress.finetune import FinetuneEpoch, finetune
-from spikec.compress.layers import select_layers
+from spikec.compress.layers import forward_module, select_layers, synaptic_layers
 from spikec.compress.masks import mask_density, masks, masks_from_weights
 from spikec.compress.prune import apply_prune_masks_, prune_
-from spikec.compress.quantize import freeze_, prepare_qat_
+from spikec.compress.quantize import choose_bits, freeze_, prepare_qat_
 from spikec.compress.recalibrate import Recalibrator
+from spikec.compress.regularize import GroupSparsity, Lipschitz
 from spikec.compress.size import SizeReport, model_size
+from spikec.compress.variation import ConductanceVariation, attach_variation_, detach_variation_
 from spikec.errors import UsageError
 
 
@@ -45,6 +48,7 @@ class CompressReport:
     rewiring: list[RewireStep] = field(default_factory=list)
     attention_layers: list[str] = field(default_factory=list)
     mask_density: float = 1.0
+    bits: dict = field(default_factory=dict)  # per quantized layer (after "auto" is resolved)
 
 
 def compress_(model: nn.Module, config: CompressConfig, train_data=None, teacher: nn.Module | None = None,
@@ -65,7 +69,11 @@ def compress_(model: nn.Module, config: CompressConfig, train_data=None, teacher
     quant_epochs = 0
     if config.quant is not None:
         quant_epochs = ft.quant_phase_epochs if config.prune is not None else int(ft.epochs)
-    if (prune_epochs or quant_epochs) and train_data is None:
+    robust = config.robust
+    robust_epochs = int(ft.epochs) if robust is not None and config.prune is None and config.quant is None else 0
+    if config.quant is not None and config.quant.bits == "auto" and train_data is None:
+        raise UsageError("bits \"auto\" needs training data for its sensitivity search")
+    if (prune_epochs or quant_epochs or robust_epochs) and train_data is None:
         raise UsageError("fine-tuning needs training data (or set epochs to 0)")
     report = CompressReport()
     attention = config.attention
@@ -79,12 +87,16 @@ def compress_(model: nn.Module, config: CompressConfig, train_data=None, teacher
         if not report.attention_layers:
             raise UsageError(f"{type(model).__name__} has no hidden spiking or activation layer for attention transfer")
 
-    def tune(phase, epochs, seed, sparsity=None):
+    def tune(phase, epochs, seed, sparsity=None, group_penalty=None):
         cb = (lambda r: progress(phase, r)) if progress is not None else None
-        return finetune(model, train_data, epochs=epochs, lr=ft.lr, batch_size=ft.batch_size, optimizer=ft.optimizer,
-                        relative_lr=ft.relative_lr, seed=seed, teacher=teacher if use_attention else None,
-                        attention=attention if use_attention else None, attention_layers=report.attention_layers,
-                        sparsity=sparsity, progress=cb)
+        with _robustly(model, robust) as (variation, lipschitz):
+            penalties = [p for p in (group_penalty, lipschitz) if p is not None]
+            penalty = (lambda: sum(p() for p in penalties)) if penalties else None  # noqa: E731
+            return finetune(model, train_data, epochs=epochs, lr=ft.lr, batch_size=ft.batch_size,
+                            optimizer=ft.optimizer, relative_lr=ft.relative_lr, seed=seed,
+                            teacher=teacher if use_attention else None,
+                            attention=attention if use_attention else None, attention_layers=report.attention_layers,
+                            sparsity=sparsity, progress=cb, penalty=penalty, variation=variation)
 
     with _timesteps(model, ft.timesteps), _timesteps(teacher, ft.timesteps), \
             _simulating(model, ft.ttfs_simulator), _simulating(teacher, ft.ttfs_simulator):
@@ -93,7 +105,7 @@ def compress_(model: nn.Module, config: CompressConfig, train_data=None, teacher
             layers = select_layers(model, prune.layers)
             renormalise = None
             if recalibrate:
-                recal = Recalibrator(teacher, _calibration_inputs(train_data), ft.seed)
+                recal = Recalibrator(teacher, _calibration_inputs(train_data, seed=ft.seed), ft.seed)
                 renormalise = lambda: recal(model, list(layers))  # noqa: E731
             if prune.schedule == "gradual" and prune_epochs > 0:
                 apply_prune_masks_(model, {n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in layers.items()},
@@ -104,15 +116,25 @@ def compress_(model: nn.Module, config: CompressConfig, train_data=None, teacher
                     renormalise()
             if prune_epochs > 0:
                 sparsity = SparseTraining(layers, prune, config.dnr, after_shrink=renormalise)
-                report.history += tune("prune", prune_epochs, ft.seed, sparsity)
+                group_penalty = None
+                if prune.regularizer != "none" and float(prune.strength) > 0:
+                    group_penalty = GroupSparsity(layers, prune.regularizer, prune.strength, prune.granularity,
+                                                  prune.tile)
+                report.history += tune("prune", prune_epochs, ft.seed, sparsity, group_penalty)
                 sparsity.finish()
                 report.rewiring = sparsity.history
             report.layer_mask_density = {n: float(m.float().mean()) for n, m in masks(model).items()}
             report.mask_density = mask_density(model)
         if config.quant is not None:
-            prepare_qat_(model, config.quant)
+            quant = config.quant
+            if quant.mode == "int" and quant.bits == "auto":
+                quant = dataclasses.replace(quant, bits=choose_bits(model, quant, train_data, ft.seed))
+            prepare_qat_(model, quant)
             report.history += tune("quant", quant_epochs, ft.seed + 1)
             report.quant = freeze_(model)
+            report.bits = {n: q["bits"] for n, q in report.quant.items()}
+        if robust_epochs:
+            report.history += tune("robust", robust_epochs, ft.seed + 3)
     model.train(was_training)
     report.size = model_size(model)
     return report
@@ -147,6 +169,25 @@ def compress_via_ann(ann: nn.Module, config: CompressConfig, train_data, convert
     return snn, report
 
 
+@contextlib.contextmanager
+def _robustly(model: nn.Module, robust):
+    """Attach sampled conductance variation and the Lipschitz penalty of ``robust`` for one phase."""
+    if robust is None or (float(robust.sigma) == 0 and float(robust.lipschitz) == 0):
+        yield None, None
+        return
+    layers = synaptic_layers(model)
+    lipschitz = Lipschitz(layers, robust.lipschitz, robust.seed) if float(robust.lipschitz) > 0 else None
+    if float(robust.sigma) == 0:
+        yield None, lipschitz
+        return
+    variation = ConductanceVariation(robust.sigma, robust.seed, robust.chips, robust.g_off_ratio)
+    attach_variation_(layers, variation, {n: forward_module(model, n) for n in layers})
+    try:
+        yield variation, lipschitz
+    finally:
+        detach_variation_(layers)
+
+
 def _recalibrates(setting, model: nn.Module) -> bool:
     """Whether pruning steps re-normalise: "auto" means yes except in TTFS networks (see PruneConfig)."""
     if setting == "auto":
@@ -164,10 +205,11 @@ def _has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-def _calibration_inputs(data, samples: int = 256) -> torch.Tensor:
-    from spikec.training import batches
+def _calibration_inputs(data, samples: int = 256, seed: int = 0) -> torch.Tensor:
+    """A stratified draw of ``samples`` training inputs (spikec.data.sample)."""
+    from spikec.data.sample import stratified_tensors
 
-    x, _ = next(iter(batches(data, samples)))
+    x, _ = stratified_tensors(data, samples, seed)
     return x
 
 

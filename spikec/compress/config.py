@@ -9,7 +9,9 @@ import dataclasses
 import sys
 from dataclasses import dataclass, field
 
-GRANULARITIES = ("weight", "row", "kernel", "channel")
+GRANULARITIES = ("weight", "row", "kernel", "channel", "tile-row", "tile-col", "tile")
+STRUCTURES = ("tile-row", "tile-col", "tile")
+REGULARIZERS = ("none", "group-lasso", "hoyer-square")
 SCOPES = ("global", "layer")
 PRUNE_METHODS = ("magnitude", "dnr")
 SCHEDULES = ("gradual", "oneshot")
@@ -33,7 +35,14 @@ class PruneConfig:
     """Prune the selected layers to ``density`` (fraction of weights kept, over those layers).
 
     ``granularity``: "weight" (unstructured), "row" (1 x k rows of a convolution kernel), "kernel"
-    (whole k x k kernels of a convolution; single weights of a linear layer) or "channel" (whole output channels / rows). ``scope``: "global"
+    (whole k x k kernels of a convolution; single weights of a linear layer), "channel" (whole
+    output channels / rows), or, aligned with the crossbar tiles of ``tile_rows`` x ``tile_cols``
+    (``tile_cols / 2`` twin pairs, as in ``spikec.hardware``), "tile-row" (one input row of one
+    tile), "tile-col" (one neuron's column pair in one row tile) or "tile" (whole tiles); see
+    :mod:`spikec.compress.groups`. ``regularizer`` adds ``strength`` times a sparsity-inducing
+    penalty over those groups to the fine-tuning loss: "group-lasso" (Wen et al. 2016, SSL) or
+    "hoyer-square" (the scale-invariant Group-Hoyer-square of Yang, Wen & H. Li, ICLR 2020); see
+    :mod:`spikec.compress.regularize`. ``scope``: "global"
     ranks all selected layers together, "layer" prunes every layer by the same fraction.
     ``schedule``: "oneshot" prunes to ``density`` before fine-tuning; "gradual" starts dense and
     lowers the density every ``interval`` optimizer steps along the cubic schedule of Zhu & Gupta
@@ -58,12 +67,22 @@ class PruneConfig:
     ramp: float = 0.5
     interval: int = 10
     recalibrate: bool | str = "auto"
+    regularizer: str = "none"
+    strength: float = 1e-3
+    tile_rows: int = 128
+    tile_cols: int = 128
     layers: LayerSelection = field(default_factory=LayerSelection)
 
     def __post_init__(self):
         if not 0.0 < float(self.density) <= 1.0:
             raise ValueError(f"density must lie in (0, 1], got {self.density}")
         _check("granularity", self.granularity, GRANULARITIES)
+        _check("regularizer", self.regularizer, REGULARIZERS)
+        if not float(self.strength) >= 0:
+            raise ValueError(f"strength must be >= 0, got {self.strength}")
+        if int(self.tile_rows) < 1 or int(self.tile_cols) < 2 or int(self.tile_cols) % 2:
+            raise ValueError(f"tiles must have >= 1 row and an even number >= 2 of columns, got "
+                             f"{self.tile_rows} x {self.tile_cols}")
         _check("scope", self.scope, SCOPES)
         _check("method", self.method, PRUNE_METHODS)
         _check("schedule", self.schedule, SCHEDULES)
@@ -73,6 +92,13 @@ class PruneConfig:
             raise ValueError(f"interval must be >= 1, got {self.interval}")
         if self.recalibrate not in (True, False, "auto"):
             raise ValueError(f"recalibrate must be true, false or \"auto\", got {self.recalibrate!r}")
+
+    @property
+    def tile(self):
+        """The crossbar tile geometry of the tile granularities."""
+        from spikec.compress.groups import TileShape
+
+        return TileShape(int(self.tile_rows), int(self.tile_cols) // 2)
 
 
 @dataclass(frozen=True)
@@ -111,26 +137,71 @@ class QuantConfig:
     0.7 mean |w| cut of ternary weight networks). ``grid_thresholds`` shrinks each scale so the
     next spiking layer's threshold is a whole number of steps, and rounds biases to the same grid,
     so that an integer accumulator reproduces the network exactly.
+
+    ``bits``: one width for every layer, one per quantized layer (a tuple, in layer order), or
+    "auto": per layer the smallest width of ``auto_bits`` whose post-training quantization of that
+    layer alone raises the cross-entropy on ``auto_samples`` stratified training samples by at most
+    ``auto_tolerance`` nats (a one-layer-at-a-time sensitivity search; see
+    :func:`spikec.compress.quantize.choose_bits`). ``cell_levels`` > 0: the weights are for
+    crossbar cells of that many conductance levels (``spikec.hardware``'s ``cell_levels``), whose
+    twin pairs realise ``L - 1`` uniform steps a side; widths with more levels than that are
+    refused, so every quantized layer maps onto the cells without a second rounding.
     """
 
-    bits: int = 4
+    bits: int | tuple[int, ...] | str = 4
     group: str = "layer"
     mode: str = "int"
     grid_thresholds: bool = True
     quantize_bias: bool = True
+    cell_levels: int = 0
+    auto_bits: tuple[int, ...] = (2, 3, 4, 5)
+    auto_tolerance: float = 0.01
+    auto_samples: int = 256
     layers: LayerSelection = field(default_factory=LayerSelection)
 
     def __post_init__(self):
         _check("mode", self.mode, QUANT_MODES)
         _check("group", self.group, QUANT_GROUPS)
-        if self.mode == "int" and not 2 <= int(self.bits) <= 8:
-            raise ValueError(f"bits must lie in 2..8, got {self.bits}")
+        if int(self.cell_levels) != 0 and int(self.cell_levels) < 2:
+            raise ValueError(f"cell_levels must be 0 (no cell grid) or >= 2, got {self.cell_levels}")
+        if self.mode != "int":
+            return
+        if isinstance(self.bits, str):
+            if self.bits != "auto":
+                raise ValueError(f"bits must be 2..8, one per layer, or \"auto\", got {self.bits!r}")
+            for b in self.auto_bits:
+                self._check_bits(b, "auto_bits")
+            if not float(self.auto_tolerance) >= 0:
+                raise ValueError(f"auto_tolerance must be >= 0, got {self.auto_tolerance}")
+        else:
+            for b in (self.bits if isinstance(self.bits, tuple) else (self.bits,)):
+                self._check_bits(b, "bits")
+
+    def _check_bits(self, b, name: str) -> None:
+        if isinstance(b, bool) or not isinstance(b, int) or not 2 <= b <= 8:
+            raise ValueError(f"{name} must lie in 2..8, got {b!r}")
+        L = int(self.cell_levels)
+        if L and 2 ** (b - 1) - 1 > L - 1:
+            raise ValueError(f"{name} {b}: a {b}-bit weight has {2 ** (b - 1) - 1} levels a side, but a cell of "
+                             f"{L} levels holds {L - 1}; at most {(L - 1).bit_length() + 1} bits map onto the cells")
+
+    def layer_bits(self, layers: int) -> tuple[int, ...]:
+        """Bit width of each of ``layers`` selected layers, in order (not for "auto": resolve it first)."""
+        if isinstance(self.bits, str):
+            raise ValueError("bits \"auto\" is chosen by spikec.compress.quantize.choose_bits")
+        if isinstance(self.bits, tuple):
+            if len(self.bits) != layers:
+                raise ValueError(f"bits gives {len(self.bits)} widths for {layers} quantized layers")
+            return tuple(int(b) for b in self.bits)
+        return (int(self.bits),) * layers
 
     @property
     def weight_bits(self) -> int:
-        """Bits stored per weight: k for "int", 1 for binary, 2 for ternary."""
+        """Bits stored per weight: k for "int" (the largest, with one width per layer), 1 for binary, 2 for ternary."""
         if self.mode == "int":
-            return int(self.bits)
+            if isinstance(self.bits, str):
+                return max(int(b) for b in self.auto_bits)
+            return max(self.bits) if isinstance(self.bits, tuple) else int(self.bits)
         return 2 if self.mode == "ternary" else 1
 
 
@@ -201,10 +272,39 @@ class FinetuneConfig:
 
 
 @dataclass(frozen=True)
+class RobustConfig:
+    """Variation-aware fine-tuning (see :mod:`spikec.compress.variation` and :mod:`spikec.compress.regularize`).
+
+    ``sigma``: every fine-tuning step runs on a sampled chip whose cells are off by ``exp(theta)``,
+    ``theta ~ N(0, sigma^2)`` (0: no variation); ``chips``: cycle over that many seeded chips (0: a
+    new chip every step); ``seed``: the training chips' seed (keep it apart from the evaluation's);
+    ``g_off_ratio``: ``G_off / (G_on - G_off)`` of the cells (1/16 for the twin-column preset).
+    ``lipschitz``: strength of the spectral-norm penalty (0: none). Applies to every fine-tuning
+    phase; with neither pruning nor quantization, ``finetune.epochs`` of variation-aware training.
+    """
+
+    sigma: float = 0.0
+    chips: int = 0
+    seed: int = 1000
+    g_off_ratio: float = 1.0 / 16.0
+    lipschitz: float = 0.0
+
+    def __post_init__(self):
+        if not 0.0 <= float(self.sigma) <= 2.0:
+            raise ValueError(f"sigma must lie in [0, 2], got {self.sigma}")
+        if int(self.chips) < 0:
+            raise ValueError(f"chips must be >= 0, got {self.chips}")
+        if not float(self.g_off_ratio) >= 0:
+            raise ValueError(f"g_off_ratio must be >= 0, got {self.g_off_ratio}")
+        if not float(self.lipschitz) >= 0:
+            raise ValueError(f"lipschitz must be >= 0, got {self.lipschitz}")
+
+
+@dataclass(frozen=True)
 class CompressConfig:
     """The whole Spike-Thrift recipe: prune (DNR), then quantize, fine-tuning with attention transfer.
 
-    ``prune`` / ``quant`` / ``attention`` may be None to skip that part.
+    ``prune`` / ``quant`` / ``attention`` / ``robust`` may be None to skip that part.
     """
 
     prune: PruneConfig | None = field(default_factory=PruneConfig)
@@ -212,6 +312,7 @@ class CompressConfig:
     attention: AttentionConfig | None = field(default_factory=AttentionConfig)
     dnr: DNRConfig = field(default_factory=DNRConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    robust: RobustConfig | None = None
 
 
 def to_dict(config) -> dict:
@@ -247,14 +348,14 @@ def from_dict(cls, data: dict | None):
 
 
 def load_toml(path: str) -> CompressConfig:
-    """A :class:`CompressConfig` from a TOML file with tables [prune], [quant], [attention], [dnr], [finetune]."""
+    """A :class:`CompressConfig` from a TOML file with tables [prune], [quant], [attention], [dnr], [finetune], [robust]."""
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover
         import tomli as tomllib
     with open(path, "rb") as f:
         data = tomllib.load(f)
-    for part in ("prune", "quant", "attention"):
+    for part in ("prune", "quant", "attention", "robust"):
         if data.get(part, {}).get("enabled", True) is False:
             data[part] = None
         elif part in data:
@@ -305,4 +406,5 @@ _NESTED = {
     (CompressConfig, "attention"): AttentionConfig,
     (CompressConfig, "dnr"): DNRConfig,
     (CompressConfig, "finetune"): FinetuneConfig,
+    (CompressConfig, "robust"): RobustConfig,
 }

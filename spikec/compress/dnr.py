@@ -11,8 +11,10 @@ The gradual schedule (Zhu & Gupta, 2018) lowers the density from 1 to the target
 before that; each step removes the smallest-magnitude connections, in every layer by the same
 fraction of what it holds ("layer" scope) or ranked over all layers ("global" scope).
 
-With "row", "kernel" or "channel" granularity whole groups are dropped and regrown, scored by their
-mean magnitude and mean momentum; every layer keeps at least one group.
+With "row", "kernel", "channel" or a tile granularity (see :mod:`spikec.compress.groups`) whole
+groups are dropped and regrown, scored by their mean magnitude and mean momentum; every layer
+keeps at least one group. Budgets in weights are converted to groups with the layer's mean
+group size (tile groups at the layout's edges are smaller).
 """
 from __future__ import annotations
 
@@ -66,13 +68,16 @@ class DynamicRewiring:
     gradient, so pruned connections have momentum too).
     """
 
-    def __init__(self, layers: dict[str, nn.Module], config: DNRConfig = DNRConfig(), granularity: str = "weight"):
+    def __init__(self, layers: dict[str, nn.Module], config: DNRConfig = DNRConfig(), granularity: str = "weight",
+                 tile: groups.TileShape | None = None):
         missing = [n for n, m in layers.items() if get_mask(m) is None]
         if missing:
             raise ValueError(f"layer {missing[0]!r} has no mask; prune before rewiring")
         self.layers = layers
         self.config = config
         self.granularity = granularity
+        self.groupings = {n: groups.grouping(latent_weight(m).shape, granularity, tile) for n, m in layers.items()}
+        self.sizes = {n: g.sizes for n, g in self.groupings.items()}
         self.momenta = {n: torch.zeros_like(latent_weight(m), dtype=torch.float32) for n, m in layers.items()}
 
     # -- state ----------------------------------------------------------------------------------
@@ -84,14 +89,25 @@ class DynamicRewiring:
             if g is not None:
                 self.momenta[n].mul_(mu).add_(g.detach().float(), alpha=1.0 - mu)
 
-    def _size(self, n: str) -> int:
-        return groups.group_size(latent_weight(self.layers[n]).shape, self.granularity)
+    def _size(self, n: str) -> float:
+        """Mean group size: converts a budget in weights to groups."""
+        return self.groupings[n].mean_size
+
+    def _weights(self, n: str, group_mask: torch.Tensor) -> int:
+        """Weights in the groups of ``group_mask``."""
+        return int(self.sizes[n][group_mask].sum())
 
     def _active(self, n: str) -> torch.Tensor:
-        return groups.as_groups(get_mask(self.layers[n]), self.granularity).any(1)
+        return self.groupings[n].any(get_mask(self.layers[n]))
+
+    def _scores(self, n: str) -> torch.Tensor:
+        return self.groupings[n].mean_abs(latent_weight(self.layers[n]))
+
+    def _momentum(self, n: str) -> torch.Tensor:
+        return self.groupings[n].mean_abs(self.momenta[n])
 
     def active_weights(self) -> int:
-        return sum(int(self._active(n).sum()) * self._size(n) for n in self.layers)
+        return sum(self._weights(n, self._active(n)) for n in self.layers)
 
     def total_weights(self) -> int:
         return sum(latent_weight(m).numel() for m in self.layers.values())
@@ -110,7 +126,7 @@ class DynamicRewiring:
         names = list(self.layers)
         active = {n: self._active(n) for n in names}
         sizes = {n: self._size(n) for n in names}
-        held = torch.tensor([int(active[n].sum()) * sizes[n] for n in names])
+        held = torch.tensor([self._weights(n, active[n]) for n in names])
         excess = int(held.sum()) - int(target)
         removed = {n: 0 for n in names}
         if excess <= 0:
@@ -123,26 +139,26 @@ class DynamicRewiring:
         for n in names:
             k = max(0, min(drop[n], int(active[n].sum()) - 1))
             if k > 0:
-                w = latent_weight(self.layers[n]).detach()
-                scores = groups.group_scores(w, self.granularity).masked_fill(~active[n], float("inf"))
+                scores = self._scores(n).masked_fill(~active[n], float("inf"))
                 act = active[n].clone()
                 act[torch.argsort(scores, stable=True)[:k]] = False
+                removed[n] = self._weights(n, active[n] & ~act)
                 self._set(n, act)
-            removed[n] = k * sizes[n]
         return removed
 
     def _global_drop(self, names, active, sizes, excess) -> dict[str, int]:
         scores, owner, size = [], [], []
         for i, n in enumerate(names):
-            s = groups.group_scores(latent_weight(self.layers[n]).detach(), self.granularity)
-            s = s[active[n]]
+            s = self._scores(n)[active[n]]
+            sz = self.sizes[n][active[n]]
             if s.numel() > 1:  # the best group of every layer stays
-                s = torch.sort(s, descending=True).values[1:]
+                s, order = torch.sort(s, descending=True, stable=True)
+                s, sz = s[1:], sz[order][1:]
             else:
-                s = s[:0]
+                s, sz = s[:0], sz[:0]
             scores.append(s)
             owner.append(torch.full_like(s, i, dtype=torch.long))
-            size.append(torch.full_like(s, sizes[n], dtype=torch.long))
+            size.append(sz.long())
         scores, owner, size = torch.cat(scores), torch.cat(owner), torch.cat(size)
         order = torch.argsort(scores, stable=True)
         cum = torch.cumsum(size[order], 0)
@@ -157,38 +173,39 @@ class DynamicRewiring:
         gran = self.granularity
         active, pruned, sizes, importance = {}, {}, {}, []
         for n in names:
-            w = latent_weight(self.layers[n]).detach()
             sizes[n] = self._size(n)
             act = self._active(n)
+            before = act
             k = min(int(round(rate * int(act.sum()))), max(int(act.sum()) - 1, 0))
             if k > 0:
-                scores = groups.group_scores(w, gran).masked_fill(~act, float("inf"))
+                scores = self._scores(n).masked_fill(~act, float("inf"))
                 act = act.clone()
                 act[torch.argsort(scores, stable=True)[:k]] = False
-            active[n], pruned[n] = act, k
-            mom = groups.as_groups(self.momenta[n].abs(), gran).mean(1)
+            active[n], pruned[n] = act, self._weights(n, before & ~act)
+            mom = self._momentum(n)
             importance.append(float(mom[act].mean()) if bool(act.any()) else 0.0)
-        freed = sum(pruned[n] * sizes[n] for n in names)
-        caps = torch.tensor([int((~active[n]).sum()) * sizes[n] for n in names])
+        freed = sum(pruned.values())
+        caps = torch.tensor([self._weights(n, ~active[n]) for n in names])
         shares = groups.largest_remainder(freed, torch.tensor(importance), caps)
         regrown = {}
         for n, share in zip(names, shares.tolist()):
             r = min(int(round(share / sizes[n])), int((~active[n]).sum()))
             kept = active[n].clone()
             if r > 0:
-                mom = groups.as_groups(self.momenta[n].abs(), gran).mean(1).masked_fill(active[n], -1.0)
+                mom = self._momentum(n).masked_fill(active[n], -1.0)
                 active[n][torch.argsort(mom, descending=True, stable=True)[:r]] = True
-            regrown[n] = r * sizes[n]
+            regrown[n] = self._weights(n, active[n] & ~kept)
             self._set(n, active[n], kept)
-        return {n: pruned[n] * sizes[n] for n in names}, regrown
+        return pruned, regrown
 
     def _set(self, name: str, active_groups: torch.Tensor, kept_groups: torch.Tensor | None = None) -> None:
         """New mask from active groups; connections active now but not in ``kept_groups`` (default:
         the current mask) are regrown and start from zero."""
         m = self.layers[name]
         w = latent_weight(m)
-        mask = groups.expand(active_groups, w.shape, self.granularity)
-        kept = get_mask(m) if kept_groups is None else groups.expand(kept_groups, w.shape, self.granularity)
+        g = self.groupings[name]
+        mask = g.expand(active_groups)
+        kept = get_mask(m) if kept_groups is None else g.expand(kept_groups)
         with torch.no_grad():
             w[mask & ~kept] = 0.0  # regrown connections start from zero
         bias_mask = mask.reshape(mask.shape[0], -1).any(1) if self.granularity == "channel" else None
@@ -204,7 +221,7 @@ class SparseTraining:
                  after_shrink=None):
         self.prune = prune
         self.after_shrink = after_shrink
-        self.rewiring = DynamicRewiring(layers, dnr, prune.granularity)
+        self.rewiring = DynamicRewiring(layers, dnr, prune.granularity, prune.tile)
         self.dnr = dnr if prune.method == "dnr" else None
         self.total = self.rewiring.total_weights()
         self.target = int(round(float(prune.density) * self.total))

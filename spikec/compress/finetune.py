@@ -48,12 +48,17 @@ def finetune(
     sparsity: SparseTraining | None = None,
     relative_lr: bool = True,
     progress=None,
+    penalty=None,
+    variation=None,
 ) -> list[FinetuneEpoch]:
     """Train ``model`` in place for ``epochs`` (cosine learning rate); returns per-epoch statistics.
 
     ``teacher`` and ``attention`` (with ``attention_layers``, names present in both models) add the
     attention-transfer term. ``sparsity`` sees every gradient and updates the masks after the
     optimizer steps it chooses. ``progress(epoch_result)`` is called after each epoch.
+    ``penalty()`` (a tensor) is added to every step's loss (see :mod:`spikec.compress.regularize`);
+    ``variation`` (a :class:`~spikec.compress.variation.ConductanceVariation` attached to the
+    model's layers) moves to the chip of each optimizer step before its forward pass.
 
     ``relative_lr``: each parameter tensor's learning rate is ``lr`` times its root-mean-square
     value at the start, so that every layer moves by the same fraction. Converted SNNs carry
@@ -84,6 +89,8 @@ def finetune(
             model.train()
             tot, tot_at, correct, seen = 0.0, 0.0, 0, 0
             for x, y in batches(train_data, batch_size, shuffle=True, generator=order):
+                if variation is not None:
+                    variation.set_step(step)
                 at = torch.zeros(())
                 if use_attention:
                     state = torch.get_rng_state()
@@ -96,6 +103,8 @@ def finetune(
                 else:
                     scores = model(x)
                 loss = F.cross_entropy(scores, y) + at
+                if penalty is not None:
+                    loss = loss + penalty()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if sparsity is not None:

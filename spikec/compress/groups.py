@@ -5,10 +5,89 @@ convolution kernel, a block fine enough to prune almost like single weights yet 
 more cheaply (single weights for a linear layer). "kernel": the k x k kernel joining one input
 channel to one output channel of a convolution (single weights for a linear layer). "channel": a
 whole output channel (a row of a linear layer).
+
+Tile granularities follow how ``spikec.hardware`` lays a layer on crossbar tiles (see
+``hardware/mapping.py``): the weight unrolled to ``[K, rows]`` (a convolution's rows are its
+``C_in * kh * kw`` taps in ``unfold`` order, i.e. ``weight.reshape(K, -1)``), rows cut into tiles of
+``tile_rows``, neurons into tiles of ``pairs`` twin column pairs. "tile-row": one row across one
+tile's pairs (an input line the tile need not drive); "tile-col": one neuron's column pair within
+one row tile; "tile": a whole tile. Groups at the edges of the layout are smaller.
+:class:`Grouping` holds any granularity as a group index per weight.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
+
+TILE_GRANULARITIES = ("tile-row", "tile-col", "tile")
+
+
+@dataclass(frozen=True)
+class TileShape:
+    """Crossbar tile geometry: ``rows`` input rows by ``pairs`` twin column pairs (neurons)."""
+
+    rows: int = 128
+    pairs: int = 64
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """The groups of one weight tensor: ``index`` (weight-shaped, long) names each weight's group."""
+
+    index: torch.Tensor
+    count: int
+
+    @property
+    def sizes(self) -> torch.Tensor:
+        return torch.bincount(self.index.flatten(), minlength=self.count)
+
+    @property
+    def mean_size(self) -> float:
+        return self.index.numel() / max(self.count, 1)
+
+    def any(self, mask: torch.Tensor) -> torch.Tensor:
+        """``[count]`` bool: the group holds a true entry of ``mask``."""
+        out = torch.zeros(self.count, dtype=torch.float32, device=mask.device)
+        return out.index_add_(0, self.index.flatten(), mask.flatten().to(torch.float32)) > 0
+
+    def mean_abs(self, t: torch.Tensor) -> torch.Tensor:
+        """``[count]`` mean absolute value of ``t`` per group."""
+        out = torch.zeros(self.count, dtype=torch.float32, device=t.device)
+        out.index_add_(0, self.index.flatten(), t.detach().abs().float().flatten())
+        return out / self.sizes.clamp(min=1).to(out)
+
+    def norms(self, t: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+        """``[count]`` L2 norm of ``t`` per group (differentiable; ``eps`` inside the root keeps the
+        gradient finite at zero)."""
+        sq = torch.zeros(self.count, dtype=t.dtype, device=t.device).index_add(0, self.index.flatten(), t.flatten() ** 2)
+        return torch.sqrt(sq + eps)
+
+    def expand(self, group_mask: torch.Tensor) -> torch.Tensor:
+        """A per-group bool mask ``[count]`` as a weight-shaped mask."""
+        return group_mask[self.index]
+
+
+def grouping(shape, granularity: str, tile: TileShape | None = None) -> Grouping:
+    """The :class:`Grouping` of a weight of ``shape`` (tile granularities use ``tile``, default 128 x 64)."""
+    shape = torch.Size(shape)
+    if granularity not in TILE_GRANULARITIES:
+        g = group_size(shape, granularity)
+        return Grouping(torch.arange(shape.numel()).reshape(shape) // g, shape.numel() // g)
+    tile = tile or TileShape()
+    K = shape[0]
+    rows = shape[1:].numel()
+    rt, kt = math.ceil(rows / tile.rows), math.ceil(K / tile.pairs)
+    k = torch.arange(K).view(K, 1)
+    r = torch.arange(rows).view(1, rows)
+    if granularity == "tile-row":  # row r of neuron tile k // pairs
+        index, count = r * kt + k // tile.pairs, rows * kt
+    elif granularity == "tile-col":  # neuron k in row tile r // rows
+        index, count = k * rt + r // tile.rows, K * rt
+    else:
+        index, count = (r // tile.rows) * kt + k // tile.pairs, rt * kt
+    return Grouping(index.expand(K, rows).reshape(shape).contiguous(), int(count))
 
 
 def group_size(shape: torch.Size | tuple, granularity: str) -> int:

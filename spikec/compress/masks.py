@@ -7,8 +7,9 @@ pruning in its weights, and :func:`masks_from_weights` recovers it. A forward pr
 masked entries again before every call, so an optimizer step that moved them (momentum, weight
 decay) cannot leak into the output; :func:`apply_masks_` does the same right after a step.
 
-When a layer is being quantized (see :mod:`spikec.compress.quantize`) the latent full-precision
-weight is ``weight_fp`` and ``weight`` is recomputed from it by the same pre-hook.
+When a layer is being quantized (see :mod:`spikec.compress.quantize`) or trained under sampled
+conductance variation (:mod:`spikec.compress.variation`) the latent full-precision weight is
+``weight_fp`` and ``weight`` is recomputed from it by the same pre-hook (quantized, then varied).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from torch import nn
 MASK = "weight_mask"
 BIAS_MASK = "bias_mask"
 QUANTIZER = "_spikec_quantizer"
+NOISE = "_spikec_noise"  # conductance variation of noise-aware training (spikec.compress.variation)
 _HOOK_ON = "_spikec_hook_on"
 
 
@@ -129,7 +131,8 @@ def drop_hook_if_idle(module: nn.Module) -> None:
 
 
 def _active(module: nn.Module) -> bool:
-    return get_mask(module) is not None or module.__dict__.get(QUANTIZER) is not None
+    return (get_mask(module) is not None or module.__dict__.get(QUANTIZER) is not None
+            or module.__dict__.get(NOISE) is not None)
 
 
 def _pre_forward(module: nn.Module, inputs) -> None:
@@ -139,6 +142,10 @@ def _pre_forward(module: nn.Module, inputs) -> None:
     quantizer = module.__dict__.get(QUANTIZER)
     if quantizer is not None:
         quantizer.apply(module)
+    noise = module.__dict__.get(NOISE)
+    if noise is not None:
+        exact = module.weight if quantizer is not None else module._parameters["weight_fp"]
+        module.weight = noise(exact) if module.training else exact
 
 
 def _owner_pre_forward(owner: nn.Module, inputs) -> None:

@@ -16,46 +16,46 @@ from spikec.compress.masks import latent_weight, set_mask_
 
 
 def magnitude_masks(layers: dict[str, nn.Module], density: float, granularity: str = "weight",
-                    scope: str = "layer") -> dict[str, torch.Tensor]:
+                    scope: str = "layer", tile: groups.TileShape | None = None) -> dict[str, torch.Tensor]:
     """Keep the largest-magnitude groups: ``scope`` "global" ranks all layers together, "layer"
-    gives each layer the same density (budgets rounded so that they add up exactly)."""
+    gives each layer the same density (budgets rounded so that they add up exactly; with groups of
+    unequal size, such as tiles at a layout's edge, converted to groups by the mean group size)."""
     weights = {n: latent_weight(m).detach() for n, m in layers.items()}
-    sizes = {n: groups.group_size(w.shape, granularity) for n, w in weights.items()}
-    counts = {n: w.numel() // sizes[n] for n, w in weights.items()}
+    grouped = {n: groups.grouping(w.shape, granularity, tile) for n, w in weights.items()}
     total = sum(w.numel() for w in weights.values())
     target = int(round(float(density) * total))
     if scope == "layer":
         numels = torch.tensor([w.numel() for w in weights.values()])
         budget = groups.largest_remainder(target, numels.double(), numels)
-        keep = {n: max(1, int(round(int(b) / sizes[n]))) for n, b in zip(weights, budget)}
-        keep = {n: min(k, counts[n]) for n, k in keep.items()}
-        return {n: _top_groups(w, granularity, keep[n]) for n, w in weights.items()}
+        keep = {n: max(1, int(round(int(b) / grouped[n].mean_size))) for n, b in zip(weights, budget)}
+        keep = {n: min(k, grouped[n].count) for n, k in keep.items()}
+        return {n: _top_groups(w, grouped[n], keep[n]) for n, w in weights.items()}
     if scope == "global":
-        return _global_masks(weights, sizes, target, granularity)
+        return _global_masks(weights, grouped, target)
     raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
 
 
-def _top_groups(w: torch.Tensor, granularity: str, k: int) -> torch.Tensor:
-    scores = groups.group_scores(w, granularity)
+def _top_groups(w: torch.Tensor, grouped: groups.Grouping, k: int) -> torch.Tensor:
+    scores = grouped.mean_abs(w)
     order = torch.argsort(scores, descending=True, stable=True)
     keep = torch.zeros_like(scores, dtype=torch.bool)
     keep[order[:k]] = True
-    return groups.expand(keep, w.shape, granularity)
+    return grouped.expand(keep)
 
 
-def _global_masks(weights, sizes, target, granularity) -> dict[str, torch.Tensor]:
+def _global_masks(weights, grouped, target) -> dict[str, torch.Tensor]:
     names = list(weights)
     scores, owner, size = [], [], []
     for i, n in enumerate(names):
-        s = groups.group_scores(weights[n], granularity)
+        s = grouped[n].mean_abs(weights[n])
         scores.append(s)
         owner.append(torch.full_like(s, i, dtype=torch.long))
-        size.append(torch.full_like(s, sizes[n], dtype=torch.long))
+        size.append(grouped[n].sizes.long())
     scores, owner, size = torch.cat(scores), torch.cat(owner), torch.cat(size)
     keep = torch.zeros_like(scores, dtype=torch.bool)
     start = 0
     for n in names:  # the best group of every layer survives whatever happens
-        g = weights[n].numel() // sizes[n]
+        g = grouped[n].count
         keep[start + int(torch.argmax(scores[start:start + g]))] = True
         start += g
     budget = target - int(size[keep].sum())
@@ -65,8 +65,8 @@ def _global_masks(weights, sizes, target, granularity) -> dict[str, torch.Tensor
     keep[order[cum <= budget]] = True
     out, start = {}, 0
     for n in names:
-        g = weights[n].numel() // sizes[n]
-        out[n] = groups.expand(keep[start:start + g], weights[n].shape, granularity)
+        g = grouped[n].count
+        out[n] = grouped[n].expand(keep[start:start + g])
         start += g
     return out
 
@@ -87,6 +87,6 @@ def prune_(model: nn.Module, config: PruneConfig) -> dict[str, float]:
     (DNR then rewires these masks during fine-tuning; see :func:`spikec.compress.compress_`.)
     """
     layers = select_layers(model, config.layers)
-    masks = magnitude_masks(layers, config.density, config.granularity, config.scope)
+    masks = magnitude_masks(layers, config.density, config.granularity, config.scope, config.tile)
     apply_prune_masks_(model, masks, config.granularity)
     return {n: float(masks[n].float().mean()) for n in layers}

@@ -21,6 +21,7 @@ quantized values back into ``weight`` (and ``bias``), so the state dict has its 
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -95,6 +96,13 @@ def _search_scale(w_rows: torch.Tensor, absmax_scale: torch.Tensor, unit: torch.
     return best_s, on_grid
 
 
+# During quantization-aware training the k-bit scale search (SEARCH_STEPS roundings of the whole
+# weight) runs on every SCALE_REFRESH-th forward pass only; the passes between reuse its scale
+# (the scale is a constant of the straight-through estimator anyway). Searching on every pass
+# cost as much as the training step itself on the digits VGG. freeze_ always searches afresh.
+SCALE_REFRESH = 16
+
+
 @dataclass
 class WeightQuantizer:
     """Quantizes one layer's weight and bias. ``unit`` is the threshold its scale snaps to (or None)."""
@@ -103,6 +111,15 @@ class WeightQuantizer:
     unit: torch.Tensor | None = None
     fixed_scale: torch.Tensor | None = None  # BinaryConnect
     on_grid: bool = False
+    _cached: torch.Tensor | None = None
+    _calls: int = 0
+
+    def training_scale(self, w: torch.Tensor) -> torch.Tensor:
+        """:meth:`scale`, searched afresh every SCALE_REFRESH calls (see there)."""
+        if self._cached is None or self._calls % SCALE_REFRESH == 0 or self._cached.device != w.device:
+            self._cached = self.scale(w)
+        self._calls += 1
+        return self._cached
 
     @property
     def per_channel(self) -> bool:
@@ -150,7 +167,7 @@ class WeightQuantizer:
         return torch.sign(x) * (w.detach().abs() > _broadcast(cut, w.shape)).float()
 
     def quantize_weight(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        s = self.scale(w)
+        s = self.training_scale(w)
         w_q = self.levels(w, s) * _broadcast(s, w.shape)
         return ste(w, w_q), s
 
@@ -186,12 +203,14 @@ def prepare_qat_(model: nn.Module, config: QuantConfig) -> dict[str, WeightQuant
     """Start quantization-aware training of the selected layers (see the module docstring)."""
     layers = select_layers(model, config.layers)
     neurons = driven_neurons(model)
+    widths = config.layer_bits(len(layers)) if config.mode == "int" else (config.bits,) * len(layers)
     out = {}
-    for name, m in layers.items():
+    for (name, m), bits in zip(layers.items(), widths):
         if m.__dict__.get(QUANTIZER) is not None:
             raise ValueError(f"layer {name!r} is already being quantized")
         per_channel = config.group == "channel"
-        q = WeightQuantizer(config, threshold_unit(neurons.get(name), m.weight.shape[0], per_channel))
+        layer_config = dataclasses.replace(config, bits=int(bits)) if config.mode == "int" else config
+        q = WeightQuantizer(layer_config, threshold_unit(neurons.get(name), m.weight.shape[0], per_channel))
         if config.mode == "binaryconnect":
             w = channel_view(m.weight.detach(), per_channel)
             kept = (w != 0).float()
@@ -257,6 +276,57 @@ def _snap_v_init(neuron, s: torch.Tensor) -> None:
         return
     with torch.no_grad():
         v.copy_(torch.round(v / step) * step)
+
+
+def choose_bits(model: nn.Module, config: QuantConfig, data, seed: int = 0) -> tuple[int, ...]:
+    """The per-layer widths of ``bits = "auto"``: a one-layer-at-a-time sensitivity search.
+
+    On ``config.auto_samples`` stratified samples of ``data`` (inputs, labels), for each selected
+    layer alone, try the widths of ``config.auto_bits`` from the smallest: quantize that layer's
+    weight (its scale chosen as in training, on the threshold grid where it has one), measure the
+    cross-entropy, restore it; keep the first width whose loss exceeds the unquantized network's by
+    at most ``config.auto_tolerance`` (else the largest). Rate-coded inputs are the same draw in
+    every trial. Cost: at most ``len(auto_bits)`` forward passes per layer.
+    """
+    import torch.nn.functional as F
+
+    from spikec.data.sample import stratified_tensors
+
+    layers = select_layers(model, config.layers)
+    neurons = driven_neurons(model)
+    x, y = stratified_tensors(data, int(config.auto_samples), seed)
+    was = model.training
+    model.eval()
+
+    def loss() -> float:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return float(F.cross_entropy(model(x), y))
+
+    try:
+        base = loss()
+        chosen = []
+        widths = sorted(int(b) for b in config.auto_bits)
+        for name, m in layers.items():
+            w = m.weight
+            saved = w.detach().clone()
+            pick = widths[-1]
+            for b in widths:
+                q = WeightQuantizer(dataclasses.replace(config, bits=b),
+                                    threshold_unit(neurons.get(name), w.shape[0], config.group == "channel"))
+                with torch.no_grad():
+                    s = q.scale(saved)
+                    w.copy_(q.levels(saved, s) * _broadcast(s, saved.shape))
+                ok = loss() <= base + float(config.auto_tolerance)
+                with torch.no_grad():
+                    w.copy_(saved)
+                if ok:
+                    pick = b
+                    break
+            chosen.append(pick)
+    finally:
+        model.train(was)
+    return tuple(chosen)
 
 
 def quantize_(model: nn.Module, config: QuantConfig) -> dict[str, dict]:

@@ -2,7 +2,8 @@
 
 ``root/<class>/<image>`` is split into train and test with a seeded stratified split; if
 ``root`` has ``train/`` and ``test/`` subfolders, each laid out that way, those are used as they
-are. Class indices follow the sorted class-folder names. Images are converted to grayscale if
+are. Class indices follow the sorted class-folder names. Decoded images are cached
+(:mod:`spikec.data.cache`), so only the first load of a folder decodes its files. Images are converted to grayscale if
 all of them are grayscale, else to RGB, and must share one size unless ``image_size`` is given.
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 
 import numpy as np
 
+from spikec.data.cache import cached_arrays
 from spikec.data.info import DatasetInfo, as_dataset, scale_pixels
 from spikec.data.split import stratified_split
 from spikec.errors import SpikecError
@@ -76,6 +78,7 @@ def _read_images(files: list[str], image_size: tuple[int, int] | None) -> np.nda
 
 
 def load(root: str, test_fraction: float = 0.2, seed: int = 0, image_size: tuple[int, int] | None = None):
+    """Train and test data of the folder, decoded once and then read from :mod:`spikec.data.cache`."""
     if not looks_like(root):
         raise SpikecError(f"{root} is not an image folder (one subfolder of images per class)")
     presplit = all(os.path.isdir(os.path.join(root, s)) for s in ("train", "test"))
@@ -88,15 +91,27 @@ def load(root: str, test_fraction: float = 0.2, seed: int = 0, image_size: tuple
             raise SpikecError(f"{os.path.join(root, 'test', extra[0])}: class not present in {os.path.join(root, 'train')}")
         if not tr_files or not te_files:
             raise SpikecError(f"{root}: train/ and test/ must both hold images")
-        x = _read_images(tr_files + te_files, image_size)
-        x_tr, x_te = x[: len(tr_files)], x[len(tr_files):]
-        y_tr, y_te = np.array(tr_labels), np.array(te_labels)
+        files = tr_files + te_files
+
+        def build():
+            x = _read_images(files, image_size)
+            return {"x_train": x[: len(tr_files)], "y_train": np.array(tr_labels, dtype=np.int64),
+                    "x_test": x[len(tr_files):], "y_test": np.array(te_labels, dtype=np.int64)}
     else:
         classes = _class_dirs(root)
         files, labels = _scan(root, classes)
         if len(files) < 2:
             raise SpikecError(f"{root}: need at least 2 images to split into train and test, found {len(files)}")
-        x_tr, x_te, y_tr, y_te = stratified_split(_read_images(files, image_size), np.array(labels), test_fraction, seed)
+
+        def build():
+            x_tr, x_te, y_tr, y_te = stratified_split(_read_images(files, image_size), np.array(labels), test_fraction, seed)
+            return {"x_train": x_tr, "y_train": np.asarray(y_tr, dtype=np.int64), "x_test": x_te,
+                    "y_test": np.asarray(y_te, dtype=np.int64)}
+    key = {"format": "folder", "source": os.path.abspath(root), "presplit": presplit,
+           "image_size": list(image_size) if image_size is not None else None,
+           "test_fraction": None if presplit else float(test_fraction), "seed": None if presplit else int(seed)}
+    arrays = cached_arrays(key, files, root, build)
+    x_tr, y_tr, x_te, y_te = arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"]
     info = DatasetInfo(
         name=os.path.basename(os.path.normpath(root)), input_shape=tuple(x_tr.shape[1:]), num_classes=len(classes),
         classes=tuple(classes), source=root, format="folder",

@@ -36,12 +36,14 @@ def as_dataset(x, y, source: str) -> TensorDataset:
         raise SpikecError(f"{source}: {x.shape[0]} inputs but labels of shape {tuple(y.shape)}")
     if y.numel() and y.min() < 0:
         raise SpikecError(f"{source}: labels must be non-negative class indices, found {int(y.min())}")
-    return TensorDataset(x.contiguous(), y.contiguous())
+    # row-major strides even on size-1 axes: a [N, 1, H, W] view of [N, H, W, 1] data counts as contiguous
+    # but makes convolutions return channels-last outputs, on which a model's .view() fails
+    return TensorDataset(x.clone(memory_format=torch.contiguous_format), y.contiguous())
 
 
 def scale_pixels(x) -> torch.Tensor:
     """uint8 pixels to ``[0, 1]`` floats; float data is kept as it is."""
     t = torch.as_tensor(x)
     if t.dtype == torch.uint8:
-        return t.float() / 255.0
+        return t.to(torch.float32).div_(255.0)  # in place: one pass, same values as t.float() / 255
     return t.float()

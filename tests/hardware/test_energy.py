@@ -16,7 +16,7 @@ INF = float("inf")
 CFG = HardwareConfig(
     v_read=0.2, clock_hz=50e6, opamp_power_w=10e-6, comparator_energy_j=20e-15, spike_energy_j=50e-15,
     wakeup_energy_j=200e-15, driver_energy_j=10e-15, buffer_energy_per_bit_j=0.5e-12, tile_leakage_w=1e-6,
-    control_power_w=20e-6, window_bits=3, cell_levels=5,
+    control_power_w=20e-6, window_bits=3, cell_levels=5, cells_per_weight=1,
 )
 DT = 20e-9
 V2 = 0.04
@@ -152,7 +152,7 @@ def test_rate_layer_by_hand():
     # 5 row pulses, 3 output spikes, T = 8 steps, one position
     e = rate_layer_energy(g_pos, g_neg, 5.0, 3.0, 8, 1, CFG)
     mean_row = (3e-6 + 4e-6) / 2
-    assert float(e["crossbar"]) == pytest.approx(V2 * DT * 5 * mean_row)
+    assert float(e["crossbar"]) == pytest.approx(V2 * CFG.read_pulse_s * 5 * mean_row, rel=1e-12)  # 10 ns pulses
     assert float(e["neuron"]) == pytest.approx((10e-6 * DT + 20e-15) * 8 + 50e-15 * 3)
     assert float(e["driver"]) == pytest.approx(10e-15 * 5)
     assert float(e["buffer"]) == pytest.approx(3 * 0.5e-12 * (5 + 3))  # ceil(log2 8) = 3 bits

@@ -46,9 +46,14 @@ class _Skip(nn.Module):
         return self.fc3(torch.relu(self.fc2(h) + h))
 
 
-def test_skip_connection_is_refused_with_the_layer_name():
+def test_skip_connection_maps_onto_extra_rows():
+    """fc2(h) + h: the identity term gets its own 16 rows of fc2 (weight gain * I); h fired in the window
+    just before fc2's, so these rows are not replayed skip rows."""
     torch.manual_seed(0)
     snn = convert_ttfs(_Skip().double(), torch.rand(32, 1, 8, 8, dtype=torch.float64))
-    with pytest.raises(SpikecError, match="skip connection") as err:
-        pe_program(snn)
-    assert "fc2" in str(err.value)
+    prog = pe_program(snn)
+    fc2 = next(l for l in prog.layers if l.name.startswith("fc2"))
+    assert fc2.rows == 32 and fc2.skip_rows == 0
+    assert [(g.kind, g.skip, g.rows) for g in fc2.groups] == [("linear", False, 16), ("gain", False, 16)]
+    gain = float(snn.ops[fc2.name].synapses[1].weight.detach())
+    assert torch.allclose(fc2.weight[:, 16:], gain * torch.eye(16, dtype=torch.float64))

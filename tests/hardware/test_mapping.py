@@ -1,21 +1,31 @@
 """Tiling counts and target conductances."""
+import math
+
 import pytest
 import torch
+from torch import nn
+
+from spikec.conversion.ttfs import convert_ttfs
+from spikec.hardware.crossbar import make_chips, program_crossbar
+from spikec.hardware.extract import PELayer, pe_program
+from spikec.hardware.timing import RunOptions, run_layer
+
+INF = float("inf")
 
 from spikec.hardware.config import HardwareConfig
-from spikec.hardware.mapping import conductances, effective_weight, quantize_unit, tile_layer
+from spikec.hardware.mapping import cell_grid, effective_weight, grid_step, level_conductances, tile_layer
 
 
 @pytest.mark.parametrize("rows, neurons, row_tiles, col_tiles", [
     (128, 64, 1, 1), (129, 64, 2, 1), (128, 65, 1, 2), (1, 1, 1, 1), (257, 129, 3, 3), (300, 10, 3, 1),
 ])
 def test_tiles_default_128x128(rows, neurons, row_tiles, col_tiles):
-    t = tile_layer(rows, neurons, HardwareConfig())
+    t = tile_layer(rows, neurons, HardwareConfig(cells_per_weight=1))
     assert (t.row_tiles, t.col_tiles, t.tiles, t.runs) == (row_tiles, col_tiles, row_tiles * col_tiles, 1)
 
 
 def test_tiles_odd_tile_shape_and_copies():
-    cfg = HardwareConfig(tile_rows=5, tile_cols=6, conv_copies=3)
+    cfg = HardwareConfig(tile_rows=5, tile_cols=6, conv_copies=3, cells_per_weight=1)
     t = tile_layer(11, 7, cfg, positions=10)  # 3 row tiles, 3 pairs per tile -> 3 column tiles, 3 copies
     assert (t.row_tiles, t.col_tiles, t.copies, t.tiles, t.runs, t.cells) == (3, 3, 3, 27, 4, 2 * 11 * 7 * 3)
     t = tile_layer(11, 7, cfg, positions=2)  # never more copies than positions
@@ -23,28 +33,112 @@ def test_tiles_odd_tile_shape_and_copies():
     assert tile_layer(11, 7, cfg).copies == 1  # a linear layer has one position
 
 
-def test_quantize_levels():
-    q = quantize_unit(torch.tensor([0.0, 0.1, 0.126, 0.3, 0.5, 1.0, 1.7, -0.2]), 5)
-    assert q.tolist() == [0.0, 0.0, 0.25, 0.25, 0.5, 1.0, 1.0, 0.0]
+def test_weights_on_a_4bit_grid_map_exactly_per_column():
+    """Column k holds q * s_k with |q| <= 7 (a 4-bit per-channel grid): it maps without rounding; the cell
+    grid is refined by floor(15 / max|q|) so the largest weight uses the full 15 levels."""
+    cfg = HardwareConfig(cell_levels=16, cells_per_weight=1)
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randint(-7, 8, (3, 20), generator=gen).to(torch.float64)
+    q[:, 0] = torch.tensor([7.0, -5.0, 3.0])  # max |q| per column: 7, 5 (or more), 3 (or more)
+    s = torch.tensor([0.05, 0.2, 3.0], dtype=torch.float64)
+    w = q * s.view(-1, 1)
+    grid = cell_grid(w, cfg)
+    assert grid.exact
+    max_q = q.abs().amax(1)
+    assert torch.allclose(grid.step, s / torch.floor(15 / max_q), rtol=1e-12)
+    g_pos, g_neg = level_conductances(grid.levels_of(w).t(), cfg)
+    assert torch.allclose(effective_weight(g_pos, g_neg, cfg, grid.step).t(), w, rtol=0, atol=1e-12)
 
 
-def test_conductances_of_quantized_weights():
-    cfg = HardwareConfig(cell_levels=5)
-    g_off, span = cfg.g_off, cfg.g_on - cfg.g_off
-    w = torch.tensor([[0.5, -1.0, 0.3, 0.0, -0.1]])  # [1 neuron, 5 rows], w_max = 1
-    g_pos, g_neg = conductances(w, cfg)
-    assert g_pos.shape == (5, 1)
-    assert g_pos[:, 0].tolist() == pytest.approx([g_off + 0.5 * span, g_off, g_off + 0.25 * span, g_off, g_off])
-    assert g_neg[:, 0].tolist() == pytest.approx([g_off, g_off + span, g_off, g_off, g_off])
-    assert g_neg.max() == pytest.approx(1 / 100e3) and g_pos.min() == pytest.approx(1 / 1.7e6)
-    # the pair realises the quantized weight: G_off cancels in the difference
-    w_q = effective_weight(g_pos, g_neg, cfg, 1.0)[:, 0]
-    assert w_q.tolist() == pytest.approx([0.5, -1.0, 0.25, 0.0, 0.0])
+def test_off_grid_columns_scale_to_their_own_largest_weight():
+    cfg = HardwareConfig(cell_levels=5, cells_per_weight=1)
+    w = torch.tensor([[0.5, -1.0, 0.3, 0.0, -0.1], [0.01, 0.005, -0.0065, 0.0, 0.0]], dtype=torch.float64)
+    grid = cell_grid(w, cfg)
+    assert not bool(grid.on_grid[0]) and grid.step[0] == pytest.approx(1.0 / 4)
+    assert grid.levels_of(w)[0].tolist() == [2.0, -4.0, 1.0, 0.0, -0.0]  # 0.5/0.25, -1/0.25, round(1.2), 0, round(-0.4)
+    # column 1 is 100x smaller than column 0: its scale is floored at 1/64 of the layer's
+    assert grid.step[1] == pytest.approx(1.0 / 64 / 4)
+    assert grid_step(torch.tensor([[0.3, 0.6, -0.9]], dtype=torch.float64), 15)[1].tolist() == [True]
+    assert grid_step(torch.tensor([[0.3, 0.61, -0.9]], dtype=torch.float64), 15)[1].tolist() == [False]
 
 
-def test_many_levels_reproduce_weights():
-    cfg = HardwareConfig(cell_levels=2**20)
-    w = torch.randn(7, 13, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    g_pos, g_neg = conductances(w, cfg)
-    w_max = float(w.abs().max())
-    assert torch.allclose(effective_weight(g_pos, g_neg, cfg, w_max).t(), w, atol=2e-6 * w_max)
+def test_bias_goes_on_its_own_rows_and_does_not_set_the_scale():
+    """bias 3.2 on a column of step 0.5/15: 96 levels over ceil(96/15) = 7 bias rows."""
+    cfg = HardwareConfig(cell_levels=16, cells_per_weight=1)
+    layer = PELayer("fc", "linear", torch.tensor([[0.5, -0.3]], dtype=torch.float64),
+                    torch.tensor([3.2], dtype=torch.float64), (2,), (1,), None, False, 1.0)
+    xb = program_crossbar(layer, cfg)
+    step = 0.5 / 15
+    assert xb.bias_rows == 7 and float(xb.step[0]) == pytest.approx(step)
+    chip = make_chips(xb, cfg, 1, 0)
+    assert float(chip.bias[0, 0, 0]) == pytest.approx(round(3.2 / step) * step, rel=1e-12)
+    assert float(chip.ramp[0, 0, 0]) == pytest.approx(1.0, rel=1e-12)
+    assert xb.ramp_rows == math.ceil(1 / 0.5)
+
+
+def test_empty_tiles_are_not_allocated_and_cost_nothing_by_hand():
+    """8 input rows x 4 neurons on 4-row x 2-pair tiles: rows 0-3 feed neurons 0-1, rows 4-7 neurons 2-3.
+
+    Tiles (row block, column block): (0,0) and (1,1) hold weights, (0,1) and (1,0) are empty and not
+    allocated; the ramp rows' block (2,*) is. So 4 tiles instead of 6, a spike on an input row drives one
+    column tile, a ramp row two, and an input row conducts only through its own neurons' cells.
+    """
+    cfg = HardwareConfig(cell_levels=5, tile_rows=4, tile_cols=4, window_bits=3, cells_per_weight=1)
+    w = torch.zeros(4, 8, dtype=torch.float64)
+    w[0:2, 0:4] = torch.tensor([[1.0, -1.0, 0.5, 0.0], [0.25, 0.75, -0.5, 1.0]])
+    w[2:4, 4:8] = torch.tensor([[1.0, 0.5, 0.0, -0.25], [-1.0, 0.25, 0.5, 0.75]])
+    layer = PELayer("fc", "linear", w, None, (8,), (4,), None, False, 1.0)
+    xb = program_crossbar(layer, cfg)
+    assert xb.ramp_rows == 1
+    assert (xb.tiling.row_tiles, xb.tiling.col_tiles, xb.tiling.tiles) == (3, 2, 4)
+    assert xb.tiling.as_dict()["dense_tiles"] == 6 and xb.tiling.cells == 2 * (4 * 2 + 4 * 2 + 1 * 4)  # two cells per weight of the used rows
+    assert xb.row_col_tiles.tolist() == [1.0] * 8 + [2.0]
+    assert float(xb.g_pos[0, 2]) == 0 and float(xb.g_neg[5, 0]) == 0  # no cells in the empty tiles
+    chip = make_chips(xb, cfg, 1, 0)
+    steps_in = torch.tensor([[[0.0, 2.0, INF, 5.0, 1.0, INF, 7.0, 3.0]]])  # [chips, batch, rows]
+    run = run_layer(chip, steps_in, cfg, RunOptions(power_gating=True, tta=False))
+    e = {k: float(v[0, 0]) for k, v in run.energy.items()}
+    S = 8
+    g = xb.g_pos + xb.g_neg
+    t = steps_in[0, 0]
+    crossbar_inputs = sum(float(S - t[i]) * float(g[i].sum()) for i in range(8) if math.isfinite(t[i]))
+    m = run.steps[0, 0]  # firing steps in the own window
+    ramp = sum(float(g[8, k]) * (min(S + float(m[k]) + 1, 2 * S) - S) for k in range(4))
+    assert e["crossbar"] == pytest.approx(cfg.v_read ** 2 / cfg.clock_hz * (crossbar_inputs + ramp), rel=1e-12)
+    assert e["driver"] == pytest.approx(cfg.driver_energy_j * (6 * 1 + 1 * 2), rel=1e-12)  # 6 input spikes, 1 ramp row
+    assert e["static"] == pytest.approx((4 * cfg.tile_leakage_w + cfg.control_power_w) * e["latency_s"], rel=1e-12)
+
+
+def test_pruned_rows_and_channels_leave_the_crossbar():
+    """An MLP whose fc1 ignores half its inputs: those rows are dropped; a pruned neuron empties its tiles."""
+    torch.manual_seed(0)
+    ann = nn.Sequential(nn.Flatten(), nn.Linear(64, 96), nn.ReLU(), nn.Linear(96, 10)).double()
+    with torch.no_grad():
+        ann[1].weight[:, 32:] = 0
+    snn = convert_ttfs(ann, torch.rand(64, 1, 8, 8, dtype=torch.float64) + 0.1)
+    layer = pe_program(snn).layers[0]
+    assert layer.rows == 32 and layer.dense_rows == 64
+    cfg = HardwareConfig(tile_rows=16, tile_cols=64, cells_per_weight=1)
+    xb = program_crossbar(layer, cfg)
+    assert xb.tiling.tiles == xb.tiling.row_tiles * xb.tiling.col_tiles  # every remaining tile holds weights
+    with torch.no_grad():
+        ann[3].weight[:, 32:64] = 0  # the readout ignores fc1's neurons 32..63: one tile row of 32 pairs
+    layer = pe_program(convert_ttfs(ann, torch.rand(64, 1, 8, 8, dtype=torch.float64) + 0.1)).layers[1]
+    assert layer.rows == 64
+
+
+def test_two_cells_per_weight_double_levels_columns_and_conductance():
+    """m = 2 cells a side: 2 * 15 levels, 4 columns per neuron (32 neurons per 128-column tile), and a weight's
+    conductance is the sum of its two cells (2 G_off at level 0)."""
+    one, two = HardwareConfig(cells_per_weight=1), HardwareConfig(cells_per_weight=2)
+    w = torch.tensor([[0.3, -0.9, 0.45]], dtype=torch.float64)  # off the 15-level grid of 0.06, on 30 levels of 0.03
+    g1, g2 = cell_grid(w, one), cell_grid(w, two)
+    assert (g1.max_level, g2.max_level) == (15, 30) and float(g2.step[0]) == pytest.approx(0.9 / 30)
+    assert g2.levels_of(w)[0].tolist() == [10.0, -30.0, 15.0]
+    g_pos, g_neg = level_conductances(g2.levels_of(w).t(), two)
+    unit = (two.g_on - two.g_off) / 15
+    assert g_pos[:, 0].tolist() == pytest.approx([2 * two.g_off + 10 * unit, 2 * two.g_off, 2 * two.g_off + 15 * unit])
+    assert torch.allclose(effective_weight(g_pos, g_neg, two, g2.step).t(), w, atol=1e-12)
+    assert tile_layer(10, 33, two).col_tiles == 2 and tile_layer(10, 33, one).col_tiles == 1
+    layer = PELayer("fc", "linear", w, None, (3,), (1,), None, False, 1.0)
+    assert program_crossbar(layer, two).tiling.cells == 2 * 2 * (3 + 2)  # 3 inputs + ceil(1/0.9) = 2 ramp rows

@@ -1,0 +1,184 @@
+"""CIFAR-10 compression: density 0.1 + 4-bit weights on the VGG and ResNet-20 of the CIFAR issue, against Spike-Thrift.
+
+For each ANN checkpoint given (``spikec train`` output, e.g. ``/work/cache/cifar/vgg16_relu.pt``):
+
+- ``ttfs``: convert to a TTFS SNN (``--time-bits``), compress it with ``spikec.compress.compress_``
+  (DNR + attention transfer, fine-tuned through the analytic TTFS simulator, which is cheap);
+- ``rate``: the ANN-side route (``compress_via_ann``: DNR + attention on the ANN, re-convert to a
+  rate SNN at ``--timesteps``, post-training 4-bit quantization on the SNN's scales), since
+  surrogate-gradient BPTT of a CIFAR VGG is far beyond a 2-core CPU budget;
+- optionally ``--structure tile`` (with ``--regularizer hoyer-square``) for tiles freed on the PE.
+
+Each row: accuracy before/after on a stratified test subset, non-zero density, compression ratio
+(dense 32-bit weights and biases over compressed bits, index overhead included), crossbar tiles
+before/after (the PE's own mapping for TTFS, :mod:`spikec.compress.tiles`). The table ends with
+Spike-Thrift's published figure (Kundu et al., WACV 2021: 33.4x compression of a CIFAR-10 VGG
+with no significant accuracy loss) for comparison.
+
+CPU budget (2 cores, one thread): the defaults (5000 stratified training samples, 2 pruning + 1
+quantization-aware epochs, 1000 test samples) take roughly 20-40 min per network and coding on
+the project VM; ``--train-samples``/``--epochs`` scale it linearly. Results go to
+``benchmarks/results/compression_cifar.json``; ``--render`` prints the Markdown table.
+
+    python benchmarks/compression_cifar.py /work/cache/cifar/vgg16_relu.pt /work/cache/cifar/resnet20_relu.pt
+    python benchmarks/compression_cifar.py --render
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+
+import torch
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+OUT = os.path.join(RESULTS, "compression_cifar.json")
+SPIKE_THRIFT = {"network": "VGG (Spike-Thrift, Kundu et al. WACV 2021)", "compression_ratio": 33.4,
+                "note": "published: no significant accuracy loss on CIFAR-10"}
+
+
+def _data(args):
+    from spikec.data import load_dataset
+    from spikec.data.sample import stratified_tensors
+
+    train, test, info = load_dataset(args.data)
+    return stratified_tensors(train, args.train_samples, args.seed), stratified_tensors(test, args.test_samples, args.seed)
+
+
+def _measure(model, test, seed, hardware):
+    from spikec.compress.metrics import activity
+    from spikec.compress.size import model_size
+    from spikec.compress.tiles import tile_count
+
+    a = activity(model, test, batch_size=100, seed=seed)
+    s = model_size(model)
+    try:
+        t = tile_count(model, hardware)
+        tiles = t.occupied
+    except Exception as exc:  # the PE cannot map every network; record why
+        tiles = f"n/a ({type(exc).__name__})"
+    return {"accuracy": a.accuracy, "density": s.density, "compression_ratio": s.ratio, "tiles": tiles,
+            "spikes": a.spikes_per_inference, "sops": a.sops_per_inference}
+
+
+def _config(args):
+    from spikec.compress import AttentionConfig, CompressConfig, FinetuneConfig, PruneConfig, QuantConfig
+
+    prune = PruneConfig(density=args.density)
+    if args.structure:
+        prune = PruneConfig(density=args.density, granularity=args.structure, regularizer=args.regularizer,
+                            strength=args.strength)
+    return CompressConfig(prune=prune, quant=QuantConfig(bits=args.bits, cell_levels=16),
+                          attention=AttentionConfig(beta=1.0),
+                          finetune=FinetuneConfig(epochs=args.epochs, quant_epochs=args.quant_epochs, seed=args.seed,
+                                                  batch_size=args.batch_size))
+
+
+def run_network(path, coding, args, train, test, hardware) -> dict:
+    from spikec.checkpoint import load_model
+    from spikec.compress import compress_, compress_via_ann
+
+    from spikec.data.sample import stratified_tensors
+
+    ann, _ = load_model(path)
+    x_cal, _ = stratified_tensors(train, min(args.calib, len(train[1])), args.seed)
+
+    def convert(a):
+        if coding == "rate":
+            from spikec.conversion.rate import convert_rate
+
+            return convert_rate(a, x_cal, timesteps=args.timesteps)
+        from spikec.conversion.ttfs import convert_ttfs
+
+        return convert_ttfs(a, x_cal, time_bits=args.time_bits)
+
+    snn = convert(ann)
+    before = _measure(snn, test, args.seed, hardware)
+    start = time.perf_counter()
+    cfg = _config(args)
+    if coding == "rate":
+        snn_c, report = compress_via_ann(copy.deepcopy(ann), cfg, train, convert)
+    else:
+        snn_c = copy.deepcopy(snn)
+        report = compress_(snn_c, cfg, train)
+    after = _measure(snn_c, test, args.seed, hardware)
+    row = {"network": os.path.basename(path), "coding": coding, "structure": args.structure or "weight",
+           "before": before, "after": after, "seconds": time.perf_counter() - start,
+           "bits": dict(report.bits) or args.bits}
+    print(f"{row['network']} {coding}: {before['accuracy']:.2%} -> {after['accuracy']:.2%}, "
+          f"{after['compression_ratio']:.1f}x, tiles {before['tiles']} -> {after['tiles']} ({row['seconds']:.0f}s)",
+          flush=True)
+    return row
+
+
+def render() -> str:
+    with open(OUT) as f:
+        r = json.load(f)
+    lines = ["## CIFAR-10 compression (density 0.1, 4-bit weights)", "", f"- Command: `{r['command']}`",
+             f"- Date: {r['date']}; machine: {r['machine']}", f"- Settings: {json.dumps(r['settings'])}", "",
+             "| network | coding | structure | SNN accuracy | compressed | Δ (points) | density | compression | tiles before -> after |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in r["runs"]:
+        b, a = row["before"], row["after"]
+        lines.append(f"| {row['network']} | {row['coding']} | {row['structure']} | {b['accuracy']:.2%} | {a['accuracy']:.2%} "
+                     f"| {100 * (a['accuracy'] - b['accuracy']):+.1f} | {a['density']:.3f} | {a['compression_ratio']:.1f}x "
+                     f"| {b['tiles']} -> {a['tiles']} |")
+    lines.append(f"| {SPIKE_THRIFT['network']} | rate | weight | - | - | no significant loss | - | "
+                 f"{SPIKE_THRIFT['compression_ratio']}x | - |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoints", nargs="*", help="ANN checkpoints (spikec train) of CIFAR-10 networks")
+    p.add_argument("--data", default="/work/shared/data/cifar10", help="CIFAR-10 folder (train/, test/)")
+    p.add_argument("--codings", default="ttfs,rate")
+    p.add_argument("--density", type=float, default=0.1)
+    p.add_argument("--bits", type=int, default=4)
+    p.add_argument("--structure", default=None, choices=(None, "tile-row", "tile-col", "tile"))
+    p.add_argument("--regularizer", default="hoyer-square")
+    p.add_argument("--strength", type=float, default=1e-3)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--quant-epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--train-samples", type=int, default=5000)
+    p.add_argument("--test-samples", type=int, default=1000)
+    p.add_argument("--calib", type=int, default=512)
+    p.add_argument("--timesteps", type=int, default=64)
+    p.add_argument("--time-bits", type=int, default=6)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--render", action="store_true")
+    args = p.parse_args(argv)
+    if args.render:
+        sys.stdout.write(render())
+        return 0
+    if not args.checkpoints:
+        p.error("give ANN checkpoints, or --render")
+    from spikec.hardware.config import preset
+    from spikec.io.atomic import atomic_write_text
+
+    torch.set_num_threads(args.threads)
+    train, test = _data(args)
+    hardware = preset("twin-column")
+    rows = []
+    for path in args.checkpoints:
+        for coding in [c for c in args.codings.split(",") if c]:
+            rows.append(run_network(path, coding, args, train, test, hardware))
+    os.makedirs(RESULTS, exist_ok=True)
+    settings = {k: v for k, v in vars(args).items() if k not in ("checkpoints", "render")}
+    atomic_write_text(OUT, json.dumps({
+        "command": " ".join(["python"] + sys.argv), "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} thread(s)",
+        "settings": settings, "runs": rows, "spike_thrift": SPIKE_THRIFT}, indent=2, default=str) + "\n")
+    sys.stdout.write(render())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""Per-layer bit widths, the "auto" sensitivity search, and the quantizer's grid being the PE's cell grid."""
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from spikec.compress import QuantConfig, quantize_
+from spikec.compress.quantize import choose_bits
+
+ttfs = pytest.importorskip("spikec.conversion.ttfs")
+
+
+def _ttfs_net(seed=0):
+    from spikec.models import build_model
+
+    torch.manual_seed(seed)
+    ann = build_model("vgg", (1, 8, 8), 3, layers=[4, "M", 6, "M"], hidden=(), batch_norm=False)
+    x = torch.rand(32, 1, 8, 8)
+    return ttfs.convert_ttfs(ann, x, time_bits=3), x
+
+
+def test_per_layer_widths_set_each_layers_levels():
+    snn, _ = _ttfs_net()
+    info = quantize_(snn, QuantConfig(bits=(2, 3, 5)))
+    assert [v["bits"] for v in info.values()] == [2, 3, 5]
+    for (name, v), b in zip(info.items(), (2, 3, 5)):
+        w = dict(snn.named_modules())[name].weight.detach()
+        levels = (w / v["scale"].reshape(-1, *([1] * (w.dim() - 1)))).round()
+        assert levels.abs().max() <= 2 ** (b - 1) - 1
+    with pytest.raises(ValueError, match="3 widths for 2"):
+        QuantConfig(bits=(4, 4, 4)).layer_bits(2)
+
+
+def test_bits_beyond_the_cell_levels_are_refused():
+    with pytest.raises(ValueError, match="16 levels holds 15"):
+        QuantConfig(bits=(4, 8), cell_levels=16)
+    QuantConfig(bits=5, cell_levels=16)
+
+
+@pytest.mark.parametrize("bits", [3, 4, 5, (3, 4, 5)])
+def test_quantized_weights_are_the_cell_grid_of_the_pe(bits):
+    mapping = pytest.importorskip("spikec.hardware.mapping")
+    if not hasattr(mapping, "cell_grid"):
+        pytest.skip("hardware mapping without cell_grid")
+    from spikec.hardware.config import HardwareConfig
+    from spikec.hardware.extract import pe_program
+
+    snn, _ = _ttfs_net(1)
+    quantize_(snn, QuantConfig(bits=bits, cell_levels=16))
+    config = HardwareConfig()
+    for layer in pe_program(snn).layers:
+        grid = mapping.cell_grid(layer.weight, config)
+        assert grid.exact, layer.name
+        w = layer.weight.to(torch.float64)
+        tol = 1e-6 * float(w.abs().max())  # float32 weights: equal up to their own rounding
+        assert torch.allclose(grid.levels_of(w) * grid.step.view(-1, 1), w, rtol=0, atol=tol), layer.name
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(6, 8)
+        self.b = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+def test_auto_bits_gives_a_layer_already_on_a_coarse_grid_the_fewest_bits():
+    torch.manual_seed(0)
+    net = _Net()
+    with torch.no_grad():
+        net.a.weight.copy_(torch.randint(-1, 2, (8, 6)).float() * 0.5)  # {-0.5, 0, 0.5}: exact in 2 bits
+    x = torch.rand(120, 6)
+    y = torch.randint(0, 3, (120,))
+    cfg = QuantConfig(bits="auto", auto_bits=(2, 3, 4), auto_tolerance=0.0, auto_samples=60, grid_thresholds=False)
+    before = [p.detach().clone() for p in net.parameters()]
+    widths = choose_bits(net, cfg, (x, y))
+    assert widths[0] == 2 and widths[1] in (2, 3, 4)
+    assert all(torch.equal(p, b) for p, b in zip(net.parameters(), before))  # the search restores every weight
+    assert choose_bits(net, dataclasses.replace(cfg, auto_tolerance=1e9), (x, y)) == (2, 2)

@@ -1,0 +1,54 @@
+"""``spikec compress`` flags of tile structure, regularizers, bit widths and variation: config fields and one-line errors."""
+import pytest
+
+from spikec.cli.main import build_parser, main
+
+
+def _config(*flags):
+    from spikec.cli.compress import build_config
+
+    args = build_parser().parse_args(["compress", "missing.pt", *flags])
+    return build_config(args)
+
+
+def test_flags_reach_the_config():
+    cfg = _config("--structure", "tile", "--regularizer", "hoyer-square", "--strength", "0.01", "--bits", "8,4,4",
+                  "--noise-sigma", "0.2", "--noise-chips", "4", "--lipschitz", "0.05")
+    assert cfg.prune.granularity == "tile" and cfg.prune.regularizer == "hoyer-square" and cfg.prune.strength == 0.01
+    assert (cfg.prune.tile_rows, cfg.prune.tile_cols) == (128, 128)
+    assert cfg.quant.bits == (8, 4, 4) and cfg.quant.cell_levels == 0
+    assert (cfg.robust.sigma, cfg.robust.chips, cfg.robust.lipschitz) == (0.2, 4, 0.05)
+    assert _config("--bits", "auto").quant.bits == "auto"
+    assert _config().robust is None
+
+
+def test_hardware_sets_tiles_and_cell_levels(tmp_path):
+    toml = tmp_path / "hw.toml"
+    toml.write_text("[crossbar]\ntile_rows = 64\ntile_cols = 32\ncell_levels = 8\n")
+    cfg = _config("--hardware", str(toml), "--structure", "tile-col", "--bits", "3")
+    assert (cfg.prune.tile_rows, cfg.prune.tile_cols, cfg.quant.cell_levels) == (64, 32, 8)
+
+
+def test_toml_round_trip_of_the_new_fields(tmp_path):
+    from spikec.compress.config import dump_toml, load_toml
+
+    cfg = _config("--structure", "tile-row", "--regularizer", "group-lasso", "--bits", "5,4", "--noise-sigma", "0.1")
+    path = tmp_path / "c.toml"
+    path.write_text(dump_toml(cfg))
+    assert load_toml(str(path)) == cfg
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--bits", "4,x"], "--bits"),
+    (["--bits", "4,9"], "--bits"),
+    (["--structure", "tile", "--granularity", "row"], "--structure"),
+    (["--hardware", "nope"], "--hardware"),
+    (["--hardware", "twin-column", "--bits", "8"], "levels"),
+    (["--noise-sigma", "-0.1"], "--noise-sigma"),
+    (["--strength", "-1"], "--strength"),
+    (["--noise-chips", "-2"], "--noise-chips"),
+])
+def test_bad_values_fail_with_one_line(flags, words, capsys):
+    assert main(["compress", "missing.pt", *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0]
