@@ -51,7 +51,7 @@ def weight_tiles(weight: torch.Tensor, has_bias: bool, config) -> tuple[int, int
     w = weight.detach().reshape(weight.shape[0], -1)
     K, rows = w.shape
     extra = 1 if has_bias else 0
-    dense = math.ceil((rows + extra) / config.tile_rows) * math.ceil(K / config.pairs_per_tile)
+    dense = math.ceil((rows + extra) / config.tile_rows) * math.ceil(K / config.neurons_per_tile)
     nz = (w != 0).t()  # [rows, K]
     nz = nz[nz.any(1)]
     if extra:

@@ -99,7 +99,7 @@ def test_weight_tile_count_matches_the_hardware_layout():
 
     if not hasattr(mapping, "occupied_tiles"):
         pytest.skip("hardware mapping without occupied_tiles")
-    config = HardwareConfig(tile_rows=8, tile_cols=4)
+    config = HardwareConfig(tile_rows=8, tile_cols=4, cells_per_weight=1)  # 2 neurons per 4-column tile
     w = torch.zeros(3, 18)
     w[0, 0] = 1.0  # tile (0, 0)
     w[2, 9] = -1.0  # tile (1, 1)
