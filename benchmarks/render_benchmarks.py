@@ -6,7 +6,7 @@ import pathlib
 import re
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-ORDER = ["neuron_kernels.md", "gpu_suite.md", "rate_conversion.md", "cifar10.md", "one_pass_eval.md", "ttfs.md", "compression.md", "compression_unseen.md", "energy.md"]
+ORDER = ["neuron_kernels.md", "gpu_suite.md", "rate_conversion.md", "cifar10.md", "one_pass_eval.md", "ttfs.md", "compression.md", "compression_unseen.md", "energy.md", "energy_comparison.md"]
 HEADER = [
     "# Benchmarks\n",
     "Every figure here comes from a script under `benchmarks/`, run on the machine and date stated in its section, "
