@@ -54,26 +54,28 @@ def _measure(model, test, seed, hardware):
     from spikec.compress.metrics import activity
     from spikec.compress.size import model_size
     from spikec.compress.tiles import tile_count
+    from spikec.errors import SpikecError
 
     a = activity(model, test, batch_size=100, seed=seed)
     s = model_size(model)
     try:
         t = tile_count(model, hardware)
         tiles = t.occupied
-    except Exception as exc:  # the PE cannot map every network; record why
+    except (SpikecError, ValueError) as exc:  # the PE cannot map every network; record why
         tiles = f"n/a ({type(exc).__name__})"
     return {"accuracy": a.accuracy, "density": s.density, "compression_ratio": s.ratio, "tiles": tiles,
             "spikes": a.spikes_per_inference, "sops": a.sops_per_inference}
 
 
-def _config(args):
+def _config(args, hardware):
+    """The compression of the table; tile groups and cell levels are those of ``hardware``'s PE."""
     from spikec.compress import AttentionConfig, CompressConfig, FinetuneConfig, PruneConfig, QuantConfig
 
-    prune = PruneConfig(density=args.density)
-    if args.structure:
-        prune = PruneConfig(density=args.density, granularity=args.structure, regularizer=args.regularizer,
-                            strength=args.strength)
-    return CompressConfig(prune=prune, quant=QuantConfig(bits=args.bits, cell_levels=16),
+    structure = {} if not args.structure else {"granularity": args.structure, "regularizer": args.regularizer,
+                                               "strength": args.strength}
+    prune = PruneConfig(density=args.density, tile_rows=hardware.tile_rows, tile_cols=hardware.tile_cols,
+                        cells_per_weight=hardware.cells_per_weight, **structure)
+    return CompressConfig(prune=prune, quant=QuantConfig(bits=args.bits, cell_levels=hardware.cell_levels),
                           attention=AttentionConfig(beta=1.0),
                           finetune=FinetuneConfig(epochs=args.epochs, quant_epochs=args.quant_epochs, seed=args.seed,
                                                   batch_size=args.batch_size))
@@ -100,7 +102,7 @@ def run_network(path, coding, args, train, test, hardware) -> dict:
     snn = convert(ann)
     before = _measure(snn, test, args.seed, hardware)
     start = time.perf_counter()
-    cfg = _config(args)
+    cfg = _config(args, hardware)
     if coding == "rate":
         snn_c, report = compress_via_ann(copy.deepcopy(ann), cfg, train, convert)
     else:

@@ -39,15 +39,28 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "cifar10")))
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--busy", type=int, default=0, help="also time the warm loads beside N busy-looping processes")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as cache:
         cold = timed_load(args.data, cache)
         warm = [timed_load(args.data, cache) for _ in range(args.repeats)]
+        busy = []
+        if args.busy:
+            burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+            try:
+                busy = [timed_load(args.data, cache) for _ in range(args.repeats)]
+            finally:
+                for b in burners:
+                    b.kill()
         size = sum(os.path.getsize(os.path.join(cache, f)) for f in os.listdir(cache))
     loads = [w["load"] for w in warm]
     result = {"cold_seconds": cold["load"], "warm_seconds_median": statistics.median(loads), "warm_seconds": loads,
               "import_seconds_median": statistics.median(w["import"] for w in warm), "cache_bytes": size,
               "samples": cold["train"] + cold["test"]}
+    if busy:
+        result["busy_processes"] = args.busy
+        result["busy_warm_seconds_median"] = statistics.median(b["load"] for b in busy)
+        result["busy_import_seconds_median"] = statistics.median(b["import"] for b in busy)
     print(json.dumps(result))
     return 0
 

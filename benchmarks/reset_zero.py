@@ -40,6 +40,7 @@ def main(argv=None) -> dict:
     p.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs (default 5)")
     p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate (default 1e-3, Adam)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--schedule", default="cosine", help="learning-rate schedule over all epochs (spikec.train)")
     p.add_argument("--calib", type=int, default=512, help="calibration samples (stratified)")
     p.add_argument("--train-samples", type=int, default=None, help="fine-tune on a stratified subset")
     p.add_argument("--test-samples", type=int, default=None, help="evaluate on a stratified subset")
@@ -68,21 +69,26 @@ def main(argv=None) -> dict:
     print(f"{info.name}, T={T}: ANN {ann_acc:.2%}, soft reset {soft_acc:.2%}, reset to zero {zero_acc[0]:.2%} before fine-tuning",
           flush=True)
     reached, epoch_seconds = None, []
-    for epoch in range(1, args.epochs + 1):
-        t0 = time.perf_counter()
-        finetune(zero, train_data, epochs=1, lr=args.lr, batch_size=args.batch_size,
-                 timesteps=args.finetune_timesteps or T, seed=args.seed + epoch - 1, progress=sys.stderr.isatty())
+    ft_T = args.finetune_timesteps or T
+
+    def after_epoch(record):  # one schedule over all epochs; the accuracy at T after each
+        nonlocal reached
+        epoch_seconds.append(record.seconds)
         zero.timesteps = T
-        epoch_seconds.append(time.perf_counter() - t0)
         zero_acc.append(evaluate(zero, test_data))
+        zero.timesteps = ft_T
         gap = 100 * (soft_acc - zero_acc[-1])
-        print(f"  epoch {epoch}: reset to zero {zero_acc[-1]:.2%} ({gap:+.2f} points behind soft reset), "
-              f"{epoch_seconds[-1]:.0f} s", flush=True)
+        print(f"  epoch {record.epoch}: reset to zero {zero_acc[-1]:.2%} ({gap:+.2f} points behind soft reset), "
+              f"{record.seconds:.0f} s", flush=True)
         if reached is None and gap <= args.target:
-            reached = epoch
+            reached = record.epoch
+
+    finetune(zero, train_data, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, timesteps=ft_T,
+             seed=args.seed, progress=sys.stderr.isatty(), schedule=args.schedule, on_epoch=after_epoch)
+    zero.timesteps = T
     result = {
         "dataset": info.name, "checkpoint": args.checkpoint, "arch": ckpt.get("arch"), "timesteps": T,
-        "finetune_timesteps": args.finetune_timesteps or T, "lr": args.lr, "batch_size": args.batch_size,
+        "finetune_timesteps": args.finetune_timesteps or T, "lr": args.lr, "schedule": args.schedule, "batch_size": args.batch_size,
         "calib": len(calib), "train_samples": len(train_data), "test_samples": len(test_data),
         "ann_accuracy": ann_acc, "soft_reset_accuracy": soft_acc, "zero_reset_accuracy_by_epoch": zero_acc,
         "epochs_to_target": reached, "target_points": args.target, "epoch_seconds": epoch_seconds,

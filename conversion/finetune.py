@@ -21,10 +21,12 @@ def finetune(
     test_data=None,
     seed: int = 0,
     progress: bool = False,
+    **train_options,
 ) -> list:
     """Fine-tune ``snn`` in place at ``timesteps`` (default its current ``T``); returns the per-epoch history.
 
-    ``train_data``/``test_data`` take the forms :func:`spikec.training.train` accepts. The
+    ``train_data``/``test_data`` take the forms :func:`spikec.training.train` accepts, and
+    ``train_options`` (``schedule``, ``on_epoch``, ``optimizer``, ...) go to it unchanged. The
     network is left in eval mode.
     """
     from spikec.training import train
@@ -33,6 +35,6 @@ def finetune(
         snn.timesteps = int(timesteps)
     try:
         return train(snn, train_data, epochs=epochs, lr=lr, batch_size=batch_size, test_data=test_data,
-                     seed=seed, progress=progress)
+                     seed=seed, progress=progress, **train_options)
     finally:
         snn.eval()

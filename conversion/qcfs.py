@@ -12,6 +12,8 @@ gradient straight through. Rate conversion reads ``threshold`` and ``levels`` fr
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -96,7 +98,11 @@ def qcfs_from_relu(ann: nn.Module, calib: torch.Tensor, levels: int = 4, percent
     for name, chunks in outputs.items():
         values = torch.cat(chunks)
         positive = values[values > 0]
-        scale = torch.quantile(positive[:1_000_000].float(), percentile / 100) if positive.numel() else torch.tensor(1.0)
+        if positive.numel():  # the nearest-rank percentile of every positive output (kthvalue has no size limit)
+            k = min(positive.numel(), max(1, math.ceil(percentile / 100 * positive.numel())))
+            scale = torch.kthvalue(positive.float(), k).values
+        else:
+            scale = torch.tensor(1.0)
         module = qann.get_submodule(name)
         if not isinstance(module, QCFS):
             raise ValueError(f"{name}: expected a QCFS at the position of the ReLU, found {type(module).__name__}")

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.operator_schemas import normalize_function
 
+from spikec.conversion.shift_current import InputShiftCurrent
 from spikec.conversion.ttfs_calibrate import NodeRange
 from spikec.conversion.ttfs_layers import Synapse, TTFSEncoder, TTFSLayer, TTFSReadout, TTFSTimeOp
 from spikec.conversion.ttfs_synapse import Op, SynapseSpec, make_op
@@ -174,7 +175,7 @@ class _Compiler:
         elif isinstance(m, _BN):
             raise SpikecError(f"TTFS conversion: batch norm {node.target!r} was not folded into a Conv/Linear "
                               f"(it must directly follow one)")
-        elif type(m).__name__ == "InputShiftCurrent":
+        elif isinstance(m, InputShiftCurrent):
             raise SpikecError(f"TTFS conversion: {node.target!r} is the shift of an input normalisation (or a batch norm "
                               f"after a ReLU) cut by zero padding, a per-position current TTFS layers do not have; "
                               f"train without --normalize for TTFS")

@@ -31,7 +31,7 @@ from spikec.conversion.ttfs_layers import TTFSLayer, TTFSReadout, TTFSTimeOp
 from spikec.errors import SpikecError, UsageError
 from spikec.hardware.config import HardwareConfig
 from spikec.hardware.energy import rate_layer_energy
-from spikec.hardware.extract import stack_sources, unroll_index, unroll_inputs
+from spikec.hardware.extract import slot_shapes, stack_sources, unroll_index, unroll_inputs
 from spikec.hardware.mapping import tile_layer
 from spikec.hardware.simulate import run_program
 from spikec.hardware.timing import RunOptions
@@ -104,7 +104,7 @@ class ProgramValues(nn.Module):
         self.time = nn.ModuleDict()
         self.plan = []
         inputs = set(range(2 if snn.encoder.signed else 1))
-        shapes = _slot_shapes(snn)
+        shapes = slot_shapes(snn)
         for name, ins, out in snn.program:
             m = snn.ops[name]
             key = name.replace(".", "_")
@@ -138,15 +138,6 @@ class ProgramValues(nn.Module):
                 acc = acc + self.syn[f"{key}__{j}"](slots[ins[j]])
             slots[out] = self.act[key](acc) if kind == "layer" else acc
         return slots[out]
-
-
-def _slot_shapes(snn) -> dict:
-    x = torch.zeros(1, *snn.input_shape, dtype=next(snn.parameters()).dtype)
-    outputs = snn.run(x)
-    shapes = {i: tuple(outputs["encoder"][i].shape[1:]) for i in range(outputs["encoder"].shape[0])}
-    for name, _, out in snn.program:
-        shapes[out] = tuple(outputs[name].shape[1:])
-    return shapes
 
 
 def _gain_module(syn, weight_gain: float, bias_gain: float, in_shape: tuple) -> nn.Module:

@@ -104,8 +104,10 @@ def workload_conductances(config: HardwareConfig, workload: MacroWorkload) -> tu
     """``(G+, G-)`` ``[rows, neurons]`` of +-1 weights: one cell of each pair at ``G_on``, the other at ``G_off``."""
     sign = torch.ones(workload.rows, workload.neurons, dtype=torch.float64)
     sign[1::2] = -1.0  # alternate signs; the energy depends only on G+ + G-, the same for every pair
-    g_pos = torch.where(sign > 0, config.g_on, config.g_off)
-    g_neg = torch.where(sign > 0, config.g_off, config.g_on)
+    on = torch.full_like(sign, config.g_on)  # float64: torch.where on two Python floats would give float32
+    off = torch.full_like(sign, config.g_off)
+    g_pos = torch.where(sign > 0, on, off)
+    g_neg = torch.where(sign > 0, off, on)
     return g_pos, g_neg
 
 

@@ -166,7 +166,7 @@ class PEProgram:
 @torch.no_grad()
 def pe_program(snn: TTFSNetwork) -> PEProgram:
     """Rewrite every layer of ``snn`` for the crossbar; raises ``SpikecError`` for what it cannot map."""
-    shapes = _slot_shapes(snn)
+    shapes = slot_shapes(snn)
     steps = []
     ann_macs = 0
     ann_params = 0
@@ -187,7 +187,8 @@ def pe_program(snn: TTFSNetwork) -> PEProgram:
                      float(enc.scale), bool(enc.signed), ann_params)
 
 
-def _slot_shapes(snn: TTFSNetwork) -> dict[int, tuple]:
+def slot_shapes(snn: TTFSNetwork) -> dict[int, tuple]:
+    """Shape (no batch) of every value slot of ``snn``'s program: the encoder's sources and each step's output."""
     x = torch.zeros(1, *snn.input_shape, dtype=next(snn.parameters()).dtype)
     outputs = snn.run(x)
     shapes = {i: tuple(outputs["encoder"][i].shape[1:]) for i in range(outputs["encoder"].shape[0])}

@@ -66,26 +66,60 @@ class CellGrid:
 
 
 def grid_step(weight: torch.Tensor, max_level: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(step [K], on_grid [K])``: a uniform grid each row of ``weight [K, N]`` already sits on.
+    """``(step [K], on_grid [K])``: the coarsest uniform grid each row of ``weight [K, N]`` sits on.
 
-    A column is on a grid when all its weights are whole multiples (within ``1e-4`` of a step) of
-    ``min |w| / j`` for some ``j`` in ``1..4`` with at most ``max_level`` steps a side. Columns that
-    are not get ``step = 0`` and ``on_grid = False``.
+    A grid of at most ``max_level`` steps a side that holds a column puts its largest weight on a
+    whole level ``n <= max_level``, so its step is ``max |w| / n``, and every ratio ``|w| / max |w|``
+    is a fraction ``p / d`` with ``d`` dividing ``n``. The smallest such ``d`` of each weight is a
+    convergent denominator of its continued fraction (convergents are the best approximations), so
+    the coarsest grid has ``n = lcm`` of those denominators: found in a few dozen vectorised steps,
+    however many levels the cells have. The grid is then checked (all weights whole multiples of the
+    step within ``1e-4`` of a step). Columns on none get ``step = 0`` and ``on_grid = False``; all-zero
+    columns too.
     """
     w = weight.detach().to(torch.float64).abs()
     K = w.shape[0]
-    big = torch.where(w > 0, w, torch.full_like(w, float("inf")))
-    smallest = big.amin(1)  # [K]
+    col_max = w.amax(1) if w.shape[1] else torch.zeros(K, dtype=torch.float64)
     step = torch.zeros(K, dtype=torch.float64)
+    live = col_max > 0
+    if not bool(live.any()):
+        return step, torch.zeros(K, dtype=torch.bool)
+    r = w[live] / col_max[live].view(-1, 1)  # in [0, 1]
+    denom = _smallest_denominators(r, max_level)  # [K', N] int64, 0 where none <= max_level
+    n = denom[:, 0].clone()
+    for j in range(1, denom.shape[1]):
+        n = torch.lcm(n, denom[:, j])
+        n = torch.where(n > max_level, torch.zeros_like(n), n)  # lcm(0, d) = 0 keeps a column off grid
+    ok = n > 0
+    s = col_max[live] / n.clamp(min=1).to(torch.float64)
+    q = r * n.to(torch.float64).view(-1, 1)
+    ok &= ((q - torch.round(q)).abs() <= _GRID_TOL).all(1)
+    idx = live.nonzero().squeeze(1)
+    step[idx[ok]] = s[ok]
     found = torch.zeros(K, dtype=torch.bool)
-    for j in (1, 2, 3, 4):
-        s = smallest / j
-        r = w / s.view(-1, 1)
-        ok = torch.isfinite(smallest) & ((r - torch.round(r)).abs() <= _GRID_TOL).all(1) \
-            & (torch.round(r).amax(1) <= max_level) & ~found
-        step = torch.where(ok, s, step)
-        found |= ok
+    found[idx[ok]] = True
     return step, found
+
+
+def _smallest_denominators(r: torch.Tensor, max_level: int, iterations: int = 64) -> torch.Tensor:
+    """Per element of ``r`` (in ``[0, 1]``) the smallest ``d <= max_level`` with ``|d r - round(d r)| <= 1e-4``; 0 if none."""
+    x = r.clone()
+    p_prev, p = torch.zeros_like(r), torch.ones_like(r)  # p_{-2}, p_{-1}
+    q_prev, q = torch.ones_like(r), torch.zeros_like(r)  # q_{-2}, q_{-1}
+    result = torch.zeros(r.shape, dtype=torch.int64)
+    todo = torch.ones(r.shape, dtype=torch.bool)
+    for _ in range(iterations):
+        a = torch.floor(x)
+        p_prev, p = p, a * p + p_prev
+        q_prev, q = q, a * q + q_prev
+        hit = todo & (q >= 1) & ((q * r - p).abs() <= _GRID_TOL)
+        result = torch.where(hit, q.to(torch.int64), result)
+        todo &= ~hit & (q <= max_level)
+        if not bool(todo.any()):
+            break
+        frac = x - a
+        x = torch.where(frac > 1e-12, 1.0 / frac.clamp(min=1e-12), torch.full_like(x, 1e12))
+    return torch.where(result <= max_level, result, torch.zeros_like(result))
 
 
 def cell_grid(weight: torch.Tensor, config: HardwareConfig, scale_rows: torch.Tensor | None = None) -> CellGrid:
@@ -96,6 +130,10 @@ def cell_grid(weight: torch.Tensor, config: HardwareConfig, scale_rows: torch.Te
     ``scale_rows`` (``[rows]`` bool) picks the rows that set the scale; the crossbar spreads the
     others (identity shortcuts, whose one gain per neuron would otherwise coarsen the whole column)
     over as many replayed rows as they need.
+
+    An all-zero column (a pruned neuron) has no weight to set its scale: it takes the coarsest
+    step of the layer's other columns (full scale 1 if there are none), so it never needs more
+    ramp rows (``1 / (step m (L - 1))``) than they do; its bias rounds to that step.
     """
     L = config.cells_per_weight * (config.cell_levels - 1) + 1  # levels of one weight sign
     w = weight.detach().to(torch.float64)
@@ -111,6 +149,9 @@ def cell_grid(weight: torch.Tensor, config: HardwareConfig, scale_rows: torch.Te
     # an exact grid is refined to the finest one that still holds the column's largest weight (full range)
     refine = torch.floor((L - 1) * exact_step / col_max.clamp(min=1e-300) + 1e-9).clamp(min=1)
     step = torch.where(on_grid, exact_step / refine, scaled)
+    if bool(zero.any()):
+        coarsest = float(step[~zero].max()) if bool((~zero).any()) else 1.0 / (L - 1)
+        step = torch.where(zero, torch.full_like(step, coarsest), step)
     return CellGrid(step, config.cell_levels, on_grid | zero, config.cells_per_weight)
 
 

@@ -89,7 +89,8 @@ def build_config(args):
         quant = base.quant or QuantConfig()
         selection = LayerSelection(skip_first=args.skip_first or prune.layers.skip_first,
                                    skip_last=args.skip_last or prune.layers.skip_last, exclude=prune.layers.exclude)
-        tiles = {} if hardware is None else {"tile_rows": hardware.tile_rows, "tile_cols": hardware.tile_cols}
+        tiles = {} if hardware is None else {"tile_rows": hardware.tile_rows, "tile_cols": hardware.tile_cols,
+                                             "cells_per_weight": hardware.cells_per_weight}
         prune = dataclasses.replace(prune, layers=selection, **tiles, **given(
             density=args.density, method=args.method, granularity=args.structure or args.granularity,
             scope=args.scope, schedule=args.schedule, regularizer=args.regularizer, strength=args.strength))
@@ -102,6 +103,8 @@ def build_config(args):
 
             robust = dataclasses.replace(robust or RobustConfig(), **given(
                 sigma=args.noise_sigma, chips=args.noise_chips, lipschitz=args.lipschitz))
+        if robust is not None and hardware is not None:  # the cells of the PE compressed for
+            robust = dataclasses.replace(robust, g_off_ratio=hardware.g_off / (hardware.g_on - hardware.g_off))
         attention = base.attention
         if args.attention or args.beta is not None:
             attention = dataclasses.replace(attention or AttentionConfig(), **given(beta=args.beta))

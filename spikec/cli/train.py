@@ -91,10 +91,9 @@ def _train_and_save(args):
     from spikec import distributed
     from spikec.checkpoint import save_checkpoint
     from spikec.data import load_dataset
-    from spikec.training import train
-
     from spikec.data.augment import default_augmentation
     from spikec.errors import SpikecError
+    from spikec.training import train
 
     train_data, test_data, info = load_dataset(args.dataset, format=args.format)
     cfg = _arch_options(args)

@@ -37,7 +37,8 @@ class PruneConfig:
     ``granularity``: "weight" (unstructured), "row" (1 x k rows of a convolution kernel), "kernel"
     (whole k x k kernels of a convolution; single weights of a linear layer), "channel" (whole
     output channels / rows), or, aligned with the crossbar tiles of ``tile_rows`` x ``tile_cols``
-    (``tile_cols / 2`` twin pairs, as in ``spikec.hardware``), "tile-row" (one input row of one
+    (``tile_cols / (2 * cells_per_weight)`` neurons, as ``spikec.hardware``'s ``neurons_per_tile``;
+    the defaults are those of its twin-column preset), "tile-row" (one input row of one
     tile), "tile-col" (one neuron's column pair in one row tile) or "tile" (whole tiles); see
     :mod:`spikec.compress.groups`. ``regularizer`` adds ``strength`` times a sparsity-inducing
     penalty over those groups to the fine-tuning loss: "group-lasso" (Wen et al. 2016, SSL) or
@@ -71,6 +72,7 @@ class PruneConfig:
     strength: float = 1e-3
     tile_rows: int = 128
     tile_cols: int = 128
+    cells_per_weight: int = 2
     layers: LayerSelection = field(default_factory=LayerSelection)
 
     def __post_init__(self):
@@ -83,6 +85,9 @@ class PruneConfig:
         if int(self.tile_rows) < 1 or int(self.tile_cols) < 2 or int(self.tile_cols) % 2:
             raise ValueError(f"tiles must have >= 1 row and an even number >= 2 of columns, got "
                              f"{self.tile_rows} x {self.tile_cols}")
+        if int(self.cells_per_weight) < 1 or int(self.tile_cols) < 2 * int(self.cells_per_weight):
+            raise ValueError(f"cells_per_weight must be >= 1 and fit a tile of {self.tile_cols} columns "
+                             f"(2 per weight and cell), got {self.cells_per_weight}")
         _check("scope", self.scope, SCOPES)
         _check("method", self.method, PRUNE_METHODS)
         _check("schedule", self.schedule, SCHEDULES)
@@ -98,7 +103,7 @@ class PruneConfig:
         """The crossbar tile geometry of the tile granularities."""
         from spikec.compress.groups import TileShape
 
-        return TileShape(int(self.tile_rows), int(self.tile_cols) // 2)
+        return TileShape(int(self.tile_rows), int(self.tile_cols) // (2 * int(self.cells_per_weight)))
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ TILE_GRANULARITIES = ("tile-row", "tile-col", "tile")
 
 @dataclass(frozen=True)
 class TileShape:
-    """Crossbar tile geometry: ``rows`` input rows by ``pairs`` twin column pairs (neurons)."""
+    """Crossbar tile geometry: ``rows`` input rows by ``pairs`` neurons (the hardware's ``neurons_per_tile``)."""
 
     rows: int = 128
     pairs: int = 64

@@ -5,14 +5,13 @@ For a TTFS network (what ``spikec.hardware`` maps) the count is the PE's own: ev
 :func:`spikec.hardware.crossbar.program_crossbar`, which leaves out all-zero rows and tiles that
 hold no nonzero cell. For any other network it is the same layout applied to each Conv/Linear
 weight unrolled to ``[K, rows]`` (plus one bias row when the layer has a bias; no ramp rows):
-all-zero rows dropped, then the tiles of ``tile_rows`` x ``tile_cols / 2`` pairs that hold a
-nonzero weight, with :func:`spikec.hardware.mapping.occupied_tiles`. ``dense`` counts every tile
+all-zero rows dropped, then the tiles of ``tile_rows`` x ``config.neurons_per_tile`` (which
+counts ``cells_per_weight``) that hold a nonzero weight, by the PE's own ``tile_sparse``. ``dense`` counts every tile
 of the layout (for the PE: of the rows it kept). Tiles *freed* by a compression are the
 uncompressed network's tiles minus the compressed network's (:func:`tiles_freed`).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -40,25 +39,24 @@ class TileCount:
                 "on_cell_grid": dict(self.exact)}
 
 
-def _occupied(nonzero: torch.Tensor, config) -> int:
-    from spikec.hardware.mapping import occupied_tiles
-
-    return int(occupied_tiles(nonzero, config).sum())
-
-
 def weight_tiles(weight: torch.Tensor, has_bias: bool, config) -> tuple[int, int]:
-    """``(dense, occupied)`` tiles of one weight on ``config``'s tiles (see the module docstring)."""
+    """``(dense, occupied)`` tiles of one weight on ``config``'s tiles (see the module docstring),
+    laid out by the PE's own :func:`~spikec.hardware.mapping.tile_layer` and
+    :func:`~spikec.hardware.mapping.tile_sparse` (one copy: a weight alone has no conv positions)."""
+    from spikec.hardware.mapping import tile_layer, tile_sparse
+
     w = weight.detach().reshape(weight.shape[0], -1)
     K, rows = w.shape
     extra = 1 if has_bias else 0
-    dense = math.ceil((rows + extra) / config.tile_rows) * math.ceil(K / config.neurons_per_tile)
+    layout = tile_layer(rows + extra, K, config)
+    dense = layout.row_tiles * layout.col_tiles
     nz = (w != 0).t()  # [rows, K]
     nz = nz[nz.any(1)]
     if extra:
         nz = torch.cat([nz, torch.ones(1, K, dtype=torch.bool)])
     if nz.shape[0] == 0:
         return dense, 0
-    return dense, _occupied(nz, config)
+    return dense, tile_sparse(nz, config)[0].tiles
 
 
 def _weight_count(model: nn.Module, config) -> TileCount:

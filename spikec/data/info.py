@@ -36,9 +36,19 @@ def as_dataset(x, y, source: str) -> TensorDataset:
         raise SpikecError(f"{source}: {x.shape[0]} inputs but labels of shape {tuple(y.shape)}")
     if y.numel() and y.min() < 0:
         raise SpikecError(f"{source}: labels must be non-negative class indices, found {int(y.min())}")
-    # row-major strides even on size-1 axes: a [N, 1, H, W] view of [N, H, W, 1] data counts as contiguous
-    # but makes convolutions return channels-last outputs, on which a model's .view() fails
-    return TensorDataset(x.clone(memory_format=torch.contiguous_format), y.contiguous())
+    if x.stride() != _row_major_strides(x.shape):
+        # row-major strides even on size-1 axes: a [N, 1, H, W] view of [N, H, W, 1] data counts as contiguous
+        # but makes convolutions return channels-last outputs, on which a model's .view() fails
+        x = x.clone(memory_format=torch.contiguous_format)
+    return TensorDataset(x, y.contiguous())
+
+
+def _row_major_strides(shape) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(int(size), 1)
+    return tuple(reversed(strides))
 
 
 def scale_pixels(x) -> torch.Tensor:

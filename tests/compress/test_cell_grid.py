@@ -8,20 +8,8 @@ from torch import nn
 from spikec.compress import QuantConfig, quantize_
 from spikec.compress.quantize import choose_bits
 
-ttfs = pytest.importorskip("spikec.conversion.ttfs")
-
-
-def _ttfs_net(seed=0):
-    from spikec.models import build_model
-
-    torch.manual_seed(seed)
-    ann = build_model("vgg", (1, 8, 8), 3, layers=[4, "M", 6, "M"], hidden=(), batch_norm=False)
-    x = torch.rand(32, 1, 8, 8)
-    return ttfs.convert_ttfs(ann, x, time_bits=3), x
-
-
-def test_per_layer_widths_set_each_layers_levels():
-    snn, _ = _ttfs_net()
+def test_per_layer_widths_set_each_layers_levels(ttfs_net):
+    snn, _ = ttfs_net()
     info = quantize_(snn, QuantConfig(bits=(2, 3, 5)))
     assert [v["bits"] for v in info.values()] == [2, 3, 5]
     for (name, v), b in zip(info.items(), (2, 3, 5)):
@@ -39,14 +27,12 @@ def test_bits_beyond_the_cell_levels_are_refused():
 
 
 @pytest.mark.parametrize("bits", [3, 4, 5, (3, 4, 5)])
-def test_quantized_weights_are_the_cell_grid_of_the_pe(bits):
-    mapping = pytest.importorskip("spikec.hardware.mapping")
-    if not hasattr(mapping, "cell_grid"):
-        pytest.skip("hardware mapping without cell_grid")
+def test_quantized_weights_are_the_cell_grid_of_the_pe(bits, ttfs_net):
+    from spikec.hardware import mapping
     from spikec.hardware.config import HardwareConfig
     from spikec.hardware.extract import pe_program
 
-    snn, _ = _ttfs_net(1)
+    snn, _ = ttfs_net(1)
     quantize_(snn, QuantConfig(bits=bits, cell_levels=16))
     config = HardwareConfig()
     for layer in pe_program(snn).layers:

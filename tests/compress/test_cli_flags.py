@@ -52,3 +52,33 @@ def test_bad_values_fail_with_one_line(flags, words, capsys):
     assert main(["compress", "missing.pt", *flags]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and words in err[0]
+
+
+@pytest.mark.parametrize("threads", [None, 3])
+def test_compress_runs_on_one_thread_unless_told_and_restores_the_callers_count(monkeypatch, threads):
+    import argparse
+
+    import torch
+
+    from spikec.cli import compress as cli
+
+    seen = []
+    monkeypatch.setattr(cli, "_run", lambda args: seen.append(torch.get_num_threads()) or {})
+    caller = 2
+    torch.set_num_threads(caller)
+    if threads is not None:  # spikec.cli.main sets --threads before dispatching
+        torch.set_num_threads(threads)
+    cli.run(argparse.Namespace(threads=threads))
+    assert seen == [cli.DEFAULT_THREADS if threads is None else threads]
+    assert torch.get_num_threads() == (caller if threads is None else threads)
+
+
+def test_hardware_sets_the_tile_groups_and_the_cells_of_the_noise():
+    yan = _config("--hardware", "yan-vlsi2019", "--bits", "2", "--structure", "tile", "--noise-sigma", "0.1")
+    from spikec.hardware.config import preset
+
+    hw = preset("yan-vlsi2019")
+    assert yan.prune.tile.rows == hw.tile_rows and yan.prune.tile.pairs == hw.neurons_per_tile
+    assert yan.robust.g_off_ratio == pytest.approx(hw.g_off / (hw.g_on - hw.g_off), rel=1e-12)
+    twin = _config("--structure", "tile")  # no --hardware: the twin-column layout of the tile report
+    assert twin.prune.tile.pairs == preset("twin-column").neurons_per_tile == 32

@@ -43,7 +43,7 @@ def test_whole_tiles_are_pruned_where_their_weights_are_smallest():
     small.update({(2, r): 0.02 for r in (16, 17)})  # tile (2, 1)
     conv = _conv(small)
     model = nn.Sequential(conv)
-    prune_(model, PruneConfig(density=36 / 54, granularity="tile", tile_rows=8, tile_cols=4))
+    prune_(model, PruneConfig(density=36 / 54, granularity="tile", tile_rows=8, tile_cols=4, cells_per_weight=1))
     mask = _unrolled_mask(conv)
     empty = torch.zeros(3, 18, dtype=torch.bool)
     for k, r in small:
@@ -76,7 +76,7 @@ def test_rewiring_moves_whole_tile_groups(granularity):
     convs = {"a": nn.Conv2d(2, 3, 3), "b": nn.Conv2d(3, 5, 3)}
     model = nn.Sequential(convs["a"], nn.ReLU(), convs["b"])
     tile = TileShape(8, 2)
-    prune_(model, PruneConfig(density=0.4, granularity=granularity, tile_rows=8, tile_cols=4))
+    prune_(model, PruneConfig(density=0.4, granularity=granularity, tile_rows=8, tile_cols=4, cells_per_weight=1))
     dnr = DynamicRewiring(convs, DNRConfig(), granularity, tile)
     held = dnr.active_weights()
     for m in convs.values():
@@ -93,12 +93,9 @@ def test_rewiring_moves_whole_tile_groups(granularity):
 
 
 def test_weight_tile_count_matches_the_hardware_layout():
-    mapping = pytest.importorskip("spikec.hardware.mapping")
     from spikec.compress.tiles import weight_tiles
     from spikec.hardware.config import HardwareConfig
 
-    if not hasattr(mapping, "occupied_tiles"):
-        pytest.skip("hardware mapping without occupied_tiles")
     config = HardwareConfig(tile_rows=8, tile_cols=4, cells_per_weight=1)  # 2 neurons per 4-column tile
     w = torch.zeros(3, 18)
     w[0, 0] = 1.0  # tile (0, 0)
@@ -109,3 +106,21 @@ def test_weight_tile_count_matches_the_hardware_layout():
     w2[:, 8:16] = 0  # 8 zero rows dropped: 10 rows left, 2 row tiles x 2 neuron tiles
     assert weight_tiles(w2, False, config) == (6, 4)
     assert weight_tiles(w2, True, config) == (6, 4)  # 11 rows with the bias row: still 2 row tiles
+
+
+def test_tile_groups_and_counts_hold_cells_per_weight_neurons_per_tile():
+    """Two cells per weight and sign: an 8-column tile holds 2 neurons, not 4 (the PE's neurons_per_tile)."""
+    from spikec.compress.tiles import weight_tiles
+    from spikec.hardware.config import HardwareConfig
+
+    hw = HardwareConfig(tile_rows=8, tile_cols=8, cells_per_weight=2)
+    cfg = PruneConfig(tile_rows=8, tile_cols=8, cells_per_weight=2)
+    assert cfg.tile == TileShape(8, hw.neurons_per_tile) == TileShape(8, 2)
+    w = torch.ones(3, 18)
+    w[0:2, 8:16] = 0  # tile (row tile 1, neuron tile 0) empty; no row all-zero
+    assert weight_tiles(w, False, hw) == (3 * 2, 5)
+    assert grouping((3, 2, 3, 3), "tile", cfg.tile).count == 3 * 2
+    one_cell = HardwareConfig(tile_rows=8, tile_cols=8, cells_per_weight=1)  # 4 neurons: one column of tiles
+    assert weight_tiles(w, False, one_cell) == (3, 3)
+    with pytest.raises(ValueError, match="cells_per_weight"):
+        PruneConfig(tile_cols=4, cells_per_weight=3)

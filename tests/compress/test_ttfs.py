@@ -7,24 +7,12 @@ from spikec.compress import CompressConfig, FinetuneConfig, PruneConfig, QuantCo
 from spikec.compress.masks import get_mask
 from spikec.compress.metrics import activity
 
-ttfs = pytest.importorskip("spikec.conversion.ttfs")
-
-
-def _ttfs_net(seed=0):
-    from spikec.models import build_model
-
-    torch.manual_seed(seed)
-    ann = build_model("vgg", (1, 8, 8), 3, layers=[4, "M", 6, "M"], hidden=(), batch_norm=False)
-    x = torch.rand(32, 1, 8, 8)
-    return ttfs.convert_ttfs(ann, x, time_bits=3), x
-
-
 def _synapses(snn):
     return {n: m for n, m in snn.named_modules() if n.endswith(".synapses.0")}
 
 
-def test_masks_hold_in_the_forward_pass_of_a_ttfs_network():
-    snn, x = _ttfs_net()
+def test_masks_hold_in_the_forward_pass_of_a_ttfs_network(ttfs_net):
+    snn, x = ttfs_net()
     prune_(snn, PruneConfig(density=0.3))
     syn = _synapses(snn)
     first = syn["ops.features_0.synapses.0"]
@@ -35,8 +23,8 @@ def test_masks_hold_in_the_forward_pass_of_a_ttfs_network():
     assert torch.all(first.weight[~mask] == 0)  # the owning layer's hook re-applied the mask
 
 
-def test_quantized_ttfs_weights_sit_on_a_grid_that_divides_the_threshold():
-    snn, _ = _ttfs_net(1)
+def test_quantized_ttfs_weights_sit_on_a_grid_that_divides_the_threshold(ttfs_net):
+    snn, _ = ttfs_net(1)
     info = quantize_(snn, QuantConfig(bits=3))
     for name, m in _synapses(snn).items():
         w = m.weight.detach()
@@ -47,8 +35,8 @@ def test_quantized_ttfs_weights_sit_on_a_grid_that_divides_the_threshold():
             assert torch.allclose(n, n.round(), atol=1e-4)
 
 
-def test_ttfs_synaptic_operations_are_input_spikes_times_fan_out():
-    snn, x = _ttfs_net(2)
+def test_ttfs_synaptic_operations_are_input_spikes_times_fan_out(ttfs_net):
+    snn, x = ttfs_net(2)
     prune_(snn, PruneConfig(density=0.5))
     y = torch.zeros(len(x), dtype=torch.long)
     a = activity(snn, (x, y))
@@ -59,8 +47,8 @@ def test_ttfs_synaptic_operations_are_input_spikes_times_fan_out():
     assert a.snn_macs_per_inference == 0  # every layer is fed spikes
 
 
-def test_compress_a_ttfs_network_end_to_end():
-    snn, x = _ttfs_net(3)
+def test_compress_a_ttfs_network_end_to_end(ttfs_net):
+    snn, x = ttfs_net(3)
     y = (x.flatten(1)[:, :3].argmax(1))
     total = sum(m.weight.numel() for m in _synapses(snn).values())
     cfg = CompressConfig(prune=PruneConfig(density=0.25, interval=1), quant=QuantConfig(bits=4),
@@ -74,12 +62,12 @@ def test_compress_a_ttfs_network_end_to_end():
 
 
 @pytest.mark.parametrize("quant", [None, QuantConfig(bits=4)])
-def test_ttfs_finetuning_through_the_stepped_and_the_analytic_simulator_learns_the_same_weights(quant):
+def test_ttfs_finetuning_through_the_stepped_and_the_analytic_simulator_learns_the_same_weights(quant, ttfs_net):
     """The analytic simulator at the network's time resolution is the closed form of the stepped one:
     the same spike times forward and the same relation backward, so the same training run."""
     results = []
     for simulator in ("stepped", "analytic"):
-        snn, x = _ttfs_net(4)
+        snn, x = ttfs_net(4)
         y = x.flatten(1)[:, :3].argmax(1)
         cfg = CompressConfig(prune=PruneConfig(density=0.4, interval=1), quant=quant,
                              finetune=FinetuneConfig(epochs=2, quant_epochs=1, batch_size=8, ttfs_simulator=simulator))
@@ -87,13 +75,13 @@ def test_ttfs_finetuning_through_the_stepped_and_the_analytic_simulator_learns_t
         assert snn.simulation.simulator == "analytic"
         results.append({n: m.weight.detach().clone() for n, m in _synapses(snn).items()})
     stepped, analytic = results
-    start = {n: m.weight.detach() for n, m in _synapses(_ttfs_net(4)[0]).items()}
+    start = {n: m.weight.detach() for n, m in _synapses(ttfs_net(4)[0]).items()}
     for name in stepped:
         torch.testing.assert_close(analytic[name], stepped[name], rtol=1e-5, atol=1e-6)
         assert not torch.equal(analytic[name], start[name])  # training did move the weights
 
 
-def test_auto_recalibration_runs_in_rate_snns_and_not_in_ttfs_networks(monkeypatch):
+def test_auto_recalibration_runs_in_rate_snns_and_not_in_ttfs_networks(monkeypatch, ttfs_net):
     import spikec.compress.api as api
 
     calls = []
@@ -105,7 +93,7 @@ def test_auto_recalibration_runs_in_rate_snns_and_not_in_ttfs_networks(monkeypat
             return super().__call__(student, names)
 
     monkeypatch.setattr(api, "Recalibrator", Spy)
-    snn, x = _ttfs_net(5)
+    snn, x = ttfs_net(5)
     y = x.flatten(1)[:, :3].argmax(1)
     ft = FinetuneConfig(epochs=1, batch_size=8)
     compress_(snn, CompressConfig(prune=PruneConfig(density=0.5, interval=1), quant=None, finetune=ft), (x, y))

@@ -65,3 +65,35 @@ def test_one_hidden_layer_converts_exactly_at_t_equal_l(levels):
     assert float(neuron.threshold) == pytest.approx(1.5)  # the trained threshold, not a calibrated one
     assert float(neuron.v_init) == pytest.approx(0.75)
     assert snn.conversion["qcfs_levels"] == {"1": levels}
+
+
+def test_qcfs_from_relu_copies_weights_and_sets_thresholds_at_the_percentile():
+    import math
+
+    from spikec.conversion.qcfs import QCFS, qcfs_from_relu
+    from spikec.models import build_model
+
+    torch.manual_seed(0)
+    ann = build_model("mlp", (1, 4, 4), 3, hidden=(8, 6)).eval()
+    calib = torch.rand(50, 1, 4, 4)
+    q = qcfs_from_relu(ann, calib, levels=4, percentile=90.0)
+    qstate = q.state_dict()
+    for name, a in ann.state_dict().items():
+        assert torch.equal(a, qstate[name]), name
+    assert sorted(set(qstate) - set(ann.state_dict())) == ["2.threshold", "4.threshold"]
+    relus = [name for name, m in ann.named_modules() if isinstance(m, torch.nn.ReLU)]
+    outs = {}
+    hooks = [ann.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: outs.__setitem__(n, o.flatten()))
+             for n in relus]
+    with torch.no_grad():
+        ann(calib)
+    for h in hooks:
+        h.remove()
+    for name in relus:
+        positive = torch.sort(outs[name][outs[name] > 0]).values
+        want = positive[math.ceil(0.9 * len(positive)) - 1]  # nearest rank
+        got = q.get_submodule(name)
+        assert isinstance(got, QCFS) and got.levels == 4
+        assert float(got.threshold) == pytest.approx(float(want), rel=1e-6, abs=0)
+    with pytest.raises(ValueError, match="build_model"):
+        qcfs_from_relu(torch.nn.Sequential(torch.nn.ReLU()), calib)

@@ -27,12 +27,12 @@ def test_small_layer_pj_per_mac_by_hand(yan):
     total = crossbar + neuron + driver + static
     got = macro_figures(yan, MacroWorkload(rows=4, neurons=2, input_bits=2, input_activity=0.5, output_activity=0.25))
     assert got["macs"] == 8
-    assert got["energy_per_mac_j"] == pytest.approx(total / 8, rel=1e-12)
-    assert got["latency_s"] == pytest.approx(4 * 20e-9, rel=1e-12)
-    assert got["power_w"] == pytest.approx(total / (4 * 20e-9), rel=1e-12)
+    assert got["energy_per_mac_j"] == pytest.approx(total / 8, rel=1e-12, abs=0)
+    assert got["latency_s"] == pytest.approx(4 * 20e-9, rel=1e-12, abs=0)
+    assert got["power_w"] == pytest.approx(total / (4 * 20e-9), rel=1e-12, abs=0)
     parts = got["components_j"]
-    assert parts["crossbar"] == pytest.approx(crossbar, rel=1e-12)
-    assert parts["opamp"] == pytest.approx(neuron, rel=1e-12)
+    assert parts["crossbar"] == pytest.approx(crossbar, rel=1e-12, abs=0)
+    assert parts["opamp"] == pytest.approx(neuron, rel=1e-12, abs=0)
     assert parts["buffer"] == 0.0 and parts["comparator"] == 0.0
 
 
@@ -43,14 +43,14 @@ def test_preset_reproduces_the_measured_chip(yan):
     assert c["ratio"]["energy_per_mac"] == pytest.approx(1.0, abs=0.01)  # calibrated (3-digit rounding)
     assert abs(c["ratio"]["power"] - 1) <= 0.25  # the check: MACs per second of the macro at 50 MHz
     # power / (J/MAC) is the throughput: 256 x 128 MACs every 256 cycles of 20 ns
-    assert c["model"]["power_w"] / c["model"]["energy_per_mac_j"] == pytest.approx(256 * 128 / (256 * 20e-9))
+    assert c["model"]["power_w"] / c["model"]["energy_per_mac_j"] == pytest.approx(256 * 128 / (256 * 20e-9), rel=1e-9, abs=0)
 
 
 def test_preset_value_is_the_calibration(yan):
     p = calibrate_neuron_power(yan)
-    assert yan.opamp_power_w == pytest.approx(p, rel=5e-3)
+    assert yan.opamp_power_w == pytest.approx(p, rel=5e-3, abs=0)
     # the fit is linear in the neuron power: the calibrated power gives exactly the measured pJ/MAC
-    assert macro_figures(yan.replace(opamp_power_w=p))["energy_per_mac_j"] == pytest.approx(0.257e-12, rel=1e-9)
+    assert macro_figures(yan.replace(opamp_power_w=p))["energy_per_mac_j"] == pytest.approx(0.257e-12, rel=1e-9, abs=0)
     with pytest.raises(ValueError, match="above the measured"):
         calibrate_neuron_power(yan.replace(control_power_w=1.0))
 
@@ -61,9 +61,9 @@ def test_more_input_activity_costs_more_per_mac(yan):
 
 
 def test_scaling_rules_by_hand():
-    assert scale_digital(1.0, YAN_NODE, TWIN_NODE) == pytest.approx((45 / 150) * (0.9 / 1.5) ** 2)
-    assert scale_analog(1.0, YAN_NODE, TWIN_NODE) == pytest.approx((45 / 150) * (0.9 / 1.5))
-    assert scale_digital(scale_digital(3.0, YAN_NODE, TWIN_NODE), TWIN_NODE, YAN_NODE) == pytest.approx(3.0)
+    assert scale_digital(1.0, YAN_NODE, TWIN_NODE) == pytest.approx((45 / 150) * (0.9 / 1.5) ** 2, rel=1e-9, abs=0)
+    assert scale_analog(1.0, YAN_NODE, TWIN_NODE) == pytest.approx((45 / 150) * (0.9 / 1.5), rel=1e-9, abs=0)
+    assert scale_digital(scale_digital(3.0, YAN_NODE, TWIN_NODE), TWIN_NODE, YAN_NODE) == pytest.approx(3.0, rel=1e-9, abs=0)
 
 
 def test_twin_column_figures_are_derived_from_the_calibration(yan):
@@ -71,8 +71,8 @@ def test_twin_column_figures_are_derived_from_the_calibration(yan):
     derived = derive_twin_column(yan, twin)
     assert set(derived) == {"opamp_power_w", "wakeup_energy_j", "driver_energy_j", "tile_leakage_w", "control_power_w"}
     for name, value in derived.items():
-        assert getattr(twin, name) == pytest.approx(value, rel=1e-12), name
-    assert twin.opamp_power_w == pytest.approx(7.32e-6 * 0.3 * 0.6, rel=2e-3)
+        assert getattr(twin, name) == pytest.approx(value, rel=1e-12, abs=0), name
+    assert twin.opamp_power_w == pytest.approx(7.32e-6 * 0.3 * 0.6, rel=2e-3, abs=0)
     docs = {d["name"]: d["source"] for d in field_docs()}
     assert all("yan-vlsi2019" in docs[n] for n in derived)
     assert twin.v_read == yan.v_read and twin.read_pulse_s == yan.read_pulse_s  # same device
@@ -122,11 +122,11 @@ def test_energy_per_mac_for_every_design():
               "comparison": {"rate": {"qcfs": {"energy_per_inference_j": {"total": 2e-9}}}},
               "tta": [{"energy_per_inference_j": {"total": 1e-9}}]}
     add_energy_per_mac(report, 1000)
-    assert report["energy_per_mac_j"] == pytest.approx(8e-12)
-    assert report["baselines"]["a"]["energy_per_mac_j"] == pytest.approx(4e-12)
+    assert report["energy_per_mac_j"] == pytest.approx(8e-12, rel=1e-9, abs=0)
+    assert report["baselines"]["a"]["energy_per_mac_j"] == pytest.approx(4e-12, rel=1e-9, abs=0)
     assert report["baselines"]["b"]["energy_per_mac_j"] is None
-    assert report["comparison"]["rate"]["qcfs"]["energy_per_mac_j"] == pytest.approx(2e-12)
-    assert report["tta"][0]["energy_per_mac_j"] == pytest.approx(1e-12)
+    assert report["comparison"]["rate"]["qcfs"]["energy_per_mac_j"] == pytest.approx(2e-12, rel=1e-9, abs=0)
+    assert report["tta"][0]["energy_per_mac_j"] == pytest.approx(1e-12, rel=1e-9, abs=0)
 
 
 def test_defaults_are_the_twin_column_preset():

@@ -31,17 +31,17 @@ def _pure(t_out, stop, gating):
 
 
 def _check(e, crossbar, opamp_cycles, cmp_cycles, spikes, wake, reads, latency_cycles):
-    assert float(e["crossbar"]) == pytest.approx(crossbar, rel=1e-12)
-    assert float(e["opamp"]) == pytest.approx(10e-6 * DT * opamp_cycles, rel=1e-12)
-    assert float(e["comparator"]) == pytest.approx(20e-15 * cmp_cycles, rel=1e-12)
-    assert float(e["spike"]) == pytest.approx(50e-15 * spikes, rel=1e-12)
+    assert float(e["crossbar"]) == pytest.approx(crossbar, rel=1e-12, abs=0)
+    assert float(e["opamp"]) == pytest.approx(10e-6 * DT * opamp_cycles, rel=1e-12, abs=0)
+    assert float(e["comparator"]) == pytest.approx(20e-15 * cmp_cycles, rel=1e-12, abs=0)
+    assert float(e["spike"]) == pytest.approx(50e-15 * spikes, rel=1e-12, abs=0)
     assert float(e["wakeup"]) == pytest.approx(wake, rel=1e-12, abs=0)
-    assert float(e["neuron"]) == pytest.approx(float(e["opamp"] + e["comparator"] + e["spike"] + e["wakeup"]), rel=1e-12)
-    assert float(e["latency_s"]) == pytest.approx(latency_cycles * DT, rel=1e-12)
-    assert float(e["static"]) == pytest.approx((1e-6 + 20e-6) * latency_cycles * DT, rel=1e-12)
-    assert float(e["buffer"]) == pytest.approx(3 * 0.5e-12 * (reads + spikes), rel=1e-12)
+    assert float(e["neuron"]) == pytest.approx(float(e["opamp"] + e["comparator"] + e["spike"] + e["wakeup"]), rel=1e-12, abs=0)
+    assert float(e["latency_s"]) == pytest.approx(latency_cycles * DT, rel=1e-12, abs=0)
+    assert float(e["static"]) == pytest.approx((1e-6 + 20e-6) * latency_cycles * DT, rel=1e-12, abs=0)
+    assert float(e["buffer"]) == pytest.approx(3 * 0.5e-12 * (reads + spikes), rel=1e-12, abs=0)
     parts = sum(float(e[k]) for k in ("crossbar", "neuron", "driver", "buffer", "static"))
-    assert float(e["total"]) == pytest.approx(parts, rel=1e-12)
+    assert float(e["total"]) == pytest.approx(parts, rel=1e-12, abs=0)
 
 
 def test_pure_function_with_power_gating():
@@ -49,7 +49,7 @@ def test_pure_function_with_power_gating():
     e = _pure(6.0, 8.0, True)
     # row 0: (2+1) uS for 6-1 = 5 cycles; row 1: (1+3) uS for 6-3 = 3 cycles
     _check(e, V2 * DT * (3e-6 * 5 + 4e-6 * 3), 6, 6, 1, 200e-15, 2, 8)
-    assert float(e["driver"]) == pytest.approx(2 * 10e-15)
+    assert float(e["driver"]) == pytest.approx(2 * 10e-15, rel=1e-9, abs=0)
 
 
 def test_pure_function_without_power_gating():
@@ -70,9 +70,9 @@ def test_row_end_and_fire_start():
     # row 0 switches off at 8 whatever the neuron does; row 1 (a ramp) runs until the neuron ends at 11
     e = layer_energy(g, g, t_in, torch.tensor([[[11.0]]]), torch.tensor([[16.0]]), CFG,
                      row_end=torch.tensor([8.0, INF]), fire_start=8.0, buffered_rows=1)
-    assert float(e["crossbar"]) == pytest.approx(V2 * DT * (2e-6 * 6 + 2e-6 * 3))
-    assert float(e["comparator"]) == pytest.approx(20e-15 * 3)
-    assert float(e["spikes_in"]) == 1 and float(e["driver"]) == pytest.approx(2 * 10e-15)
+    assert float(e["crossbar"]) == pytest.approx(V2 * DT * (2e-6 * 6 + 2e-6 * 3), rel=1e-9, abs=0)
+    assert float(e["comparator"]) == pytest.approx(20e-15 * 3, rel=1e-9, abs=0)
+    assert float(e["spikes_in"]) == 1 and float(e["driver"]) == pytest.approx(2 * 10e-15, rel=1e-9, abs=0)
 
 
 def test_chips_batch_and_copies():
@@ -82,7 +82,7 @@ def test_chips_batch_and_copies():
     t_out = torch.full((2, 3, 1, 1), 4.0)
     e = layer_energy(per_chip, per_chip, t_in, t_out, torch.full((2, 3, 1), 4.0), CFG)
     assert e["crossbar"].shape == (2, 3)
-    assert float(e["crossbar"][1, 0]) == pytest.approx(2 * float(e["crossbar"][0, 0]))
+    assert float(e["crossbar"][1, 0]) == pytest.approx(2 * float(e["crossbar"][0, 0]), rel=1e-9, abs=0)
     # 5 positions on 2 copies: runs (p0,p1), (p2,p3), (p4) last the longest stop of their positions
     stop = torch.tensor([[3.0, 5.0, 2.0, 2.0, 7.0]])
     assert float(run_cycles(stop, 2)) == 5 + 2 + 7
@@ -103,8 +103,8 @@ def test_programmed_two_input_crossbar():
     assert xb.ramp_rows == 2 and xb.bias_rows == 0
     expected_pos = [CFG.g_on, CFG.g_off, CFG.g_on, CFG.g_on]
     expected_neg = [CFG.g_off, CFG.g_off + 0.5 * span, CFG.g_off, CFG.g_off]
-    assert xb.g_pos[:, 0].tolist() == pytest.approx(expected_pos)
-    assert xb.g_neg[:, 0].tolist() == pytest.approx(expected_neg)
+    assert xb.g_pos[:, 0].tolist() == pytest.approx(expected_pos, rel=1e-9, abs=0)
+    assert xb.g_neg[:, 0].tolist() == pytest.approx(expected_neg, rel=1e-9, abs=0)
 
 
 @pytest.mark.parametrize("case", ["gated", "not_gated", "tta_time", "no_tta"])
@@ -135,15 +135,15 @@ def test_two_input_one_neuron_run_by_hand(case):
         end = stop
     if fired:
         assert float(run.steps[0, 0, 0]) == 6
-    assert e["crossbar"] == pytest.approx(V2 * DT * (inputs + ramp * (end - 8)), rel=1e-12)
-    assert e["opamp"] == pytest.approx(10e-6 * DT * end, rel=1e-12)
-    assert e["comparator"] == pytest.approx(20e-15 * (end - 8), rel=1e-12)
-    assert e["spike"] == pytest.approx(50e-15 * fired)
-    assert e["wakeup"] == pytest.approx(0.0 if case == "not_gated" else 200e-15)
-    assert e["driver"] == pytest.approx(10e-15 * 4)  # 2 inputs + 2 ramp rows, one column tile
-    assert e["buffer"] == pytest.approx(3 * 0.5e-12 * (2 + fired))
-    assert e["latency_s"] == pytest.approx(stop * DT)
-    assert e["static"] == pytest.approx(21e-6 * stop * DT)
+    assert e["crossbar"] == pytest.approx(V2 * DT * (inputs + ramp * (end - 8)), rel=1e-12, abs=0)
+    assert e["opamp"] == pytest.approx(10e-6 * DT * end, rel=1e-12, abs=0)
+    assert e["comparator"] == pytest.approx(20e-15 * (end - 8), rel=1e-12, abs=0)
+    assert e["spike"] == pytest.approx(50e-15 * fired, rel=1e-9, abs=0)
+    assert e["wakeup"] == pytest.approx(0.0 if case == "not_gated" else 200e-15, rel=1e-9, abs=0)
+    assert e["driver"] == pytest.approx(10e-15 * 4, rel=1e-9, abs=0)  # 2 inputs + 2 ramp rows, one column tile
+    assert e["buffer"] == pytest.approx(3 * 0.5e-12 * (2 + fired), rel=1e-9, abs=0)
+    assert e["latency_s"] == pytest.approx(stop * DT, rel=1e-9, abs=0)
+    assert e["static"] == pytest.approx(21e-6 * stop * DT, rel=1e-9, abs=0)
 
 
 def test_rate_layer_by_hand():
@@ -152,8 +152,8 @@ def test_rate_layer_by_hand():
     # 5 row pulses, 3 output spikes, T = 8 steps, one position
     e = rate_layer_energy(g_pos, g_neg, 5.0, 3.0, 8, 1, CFG)
     mean_row = (3e-6 + 4e-6) / 2
-    assert float(e["crossbar"]) == pytest.approx(V2 * CFG.read_pulse_s * 5 * mean_row, rel=1e-12)  # 10 ns pulses
-    assert float(e["neuron"]) == pytest.approx((10e-6 * DT + 20e-15) * 8 + 50e-15 * 3)
-    assert float(e["driver"]) == pytest.approx(10e-15 * 5)
-    assert float(e["buffer"]) == pytest.approx(3 * 0.5e-12 * (5 + 3))  # ceil(log2 8) = 3 bits
-    assert float(e["latency_s"]) == pytest.approx(8 * DT)
+    assert float(e["crossbar"]) == pytest.approx(V2 * CFG.read_pulse_s * 5 * mean_row, rel=1e-12, abs=0)  # 10 ns pulses
+    assert float(e["neuron"]) == pytest.approx((10e-6 * DT + 20e-15) * 8 + 50e-15 * 3, rel=1e-9, abs=0)
+    assert float(e["driver"]) == pytest.approx(10e-15 * 5, rel=1e-9, abs=0)
+    assert float(e["buffer"]) == pytest.approx(3 * 0.5e-12 * (5 + 3), rel=1e-9, abs=0)  # ceil(log2 8) = 3 bits
+    assert float(e["latency_s"]) == pytest.approx(8 * DT, rel=1e-9, abs=0)

@@ -54,10 +54,10 @@ def test_off_grid_columns_scale_to_their_own_largest_weight():
     cfg = HardwareConfig(cell_levels=5, cells_per_weight=1)
     w = torch.tensor([[0.5, -1.0, 0.3, 0.0, -0.1], [0.01, 0.005, -0.0065, 0.0, 0.0]], dtype=torch.float64)
     grid = cell_grid(w, cfg)
-    assert not bool(grid.on_grid[0]) and grid.step[0] == pytest.approx(1.0 / 4)
+    assert not bool(grid.on_grid[0]) and grid.step[0] == pytest.approx(1.0 / 4, rel=1e-9, abs=0)
     assert grid.levels_of(w)[0].tolist() == [2.0, -4.0, 1.0, 0.0, -0.0]  # 0.5/0.25, -1/0.25, round(1.2), 0, round(-0.4)
     # column 1 is 100x smaller than column 0: its scale is floored at 1/64 of the layer's
-    assert grid.step[1] == pytest.approx(1.0 / 64 / 4)
+    assert grid.step[1] == pytest.approx(1.0 / 64 / 4, rel=1e-9, abs=0)
     assert grid_step(torch.tensor([[0.3, 0.6, -0.9]], dtype=torch.float64), 15)[1].tolist() == [True]
     assert grid_step(torch.tensor([[0.3, 0.61, -0.9]], dtype=torch.float64), 15)[1].tolist() == [False]
 
@@ -69,10 +69,10 @@ def test_bias_goes_on_its_own_rows_and_does_not_set_the_scale():
                     torch.tensor([3.2], dtype=torch.float64), (2,), (1,), None, False, 1.0)
     xb = program_crossbar(layer, cfg)
     step = 0.5 / 15
-    assert xb.bias_rows == 7 and float(xb.step[0]) == pytest.approx(step)
+    assert xb.bias_rows == 7 and float(xb.step[0]) == pytest.approx(step, rel=1e-9, abs=0)
     chip = make_chips(xb, cfg, 1, 0)
-    assert float(chip.bias[0, 0, 0]) == pytest.approx(round(3.2 / step) * step, rel=1e-12)
-    assert float(chip.ramp[0, 0, 0]) == pytest.approx(1.0, rel=1e-12)
+    assert float(chip.bias[0, 0, 0]) == pytest.approx(round(3.2 / step) * step, rel=1e-12, abs=0)
+    assert float(chip.ramp[0, 0, 0]) == pytest.approx(1.0, rel=1e-12, abs=0)
     assert xb.ramp_rows == math.ceil(1 / 0.5)
 
 
@@ -104,9 +104,9 @@ def test_empty_tiles_are_not_allocated_and_cost_nothing_by_hand():
     crossbar_inputs = sum(float(S - t[i]) * float(g[i].sum()) for i in range(8) if math.isfinite(t[i]))
     m = run.steps[0, 0]  # firing steps in the own window
     ramp = sum(float(g[8, k]) * (min(S + float(m[k]) + 1, 2 * S) - S) for k in range(4))
-    assert e["crossbar"] == pytest.approx(cfg.v_read ** 2 / cfg.clock_hz * (crossbar_inputs + ramp), rel=1e-12)
-    assert e["driver"] == pytest.approx(cfg.driver_energy_j * (6 * 1 + 1 * 2), rel=1e-12)  # 6 input spikes, 1 ramp row
-    assert e["static"] == pytest.approx((4 * cfg.tile_leakage_w + cfg.control_power_w) * e["latency_s"], rel=1e-12)
+    assert e["crossbar"] == pytest.approx(cfg.v_read ** 2 / cfg.clock_hz * (crossbar_inputs + ramp), rel=1e-12, abs=0)
+    assert e["driver"] == pytest.approx(cfg.driver_energy_j * (6 * 1 + 1 * 2), rel=1e-12, abs=0)  # 6 input spikes, 1 ramp row
+    assert e["static"] == pytest.approx((4 * cfg.tile_leakage_w + cfg.control_power_w) * e["latency_s"], rel=1e-12, abs=0)
 
 
 def test_pruned_rows_and_channels_leave_the_crossbar():
@@ -133,12 +133,48 @@ def test_two_cells_per_weight_double_levels_columns_and_conductance():
     one, two = HardwareConfig(cells_per_weight=1), HardwareConfig(cells_per_weight=2)
     w = torch.tensor([[0.3, -0.9, 0.45]], dtype=torch.float64)  # off the 15-level grid of 0.06, on 30 levels of 0.03
     g1, g2 = cell_grid(w, one), cell_grid(w, two)
-    assert (g1.max_level, g2.max_level) == (15, 30) and float(g2.step[0]) == pytest.approx(0.9 / 30)
+    assert (g1.max_level, g2.max_level) == (15, 30) and float(g2.step[0]) == pytest.approx(0.9 / 30, rel=1e-9, abs=0)
     assert g2.levels_of(w)[0].tolist() == [10.0, -30.0, 15.0]
     g_pos, g_neg = level_conductances(g2.levels_of(w).t(), two)
     unit = (two.g_on - two.g_off) / 15
-    assert g_pos[:, 0].tolist() == pytest.approx([2 * two.g_off + 10 * unit, 2 * two.g_off, 2 * two.g_off + 15 * unit])
+    assert g_pos[:, 0].tolist() == pytest.approx([2 * two.g_off + 10 * unit, 2 * two.g_off, 2 * two.g_off + 15 * unit], rel=1e-9, abs=0)
     assert torch.allclose(effective_weight(g_pos, g_neg, two, g2.step).t(), w, atol=1e-12)
     assert tile_layer(10, 33, two).col_tiles == 2 and tile_layer(10, 33, one).col_tiles == 1
     layer = PELayer("fc", "linear", w, None, (3,), (1,), None, False, 1.0)
     assert program_crossbar(layer, two).tiling.cells == 2 * 2 * (3 + 2)  # 3 inputs + ceil(1/0.9) = 2 ramp rows
+
+
+def test_a_sparse_column_whose_smallest_level_is_large_maps_exactly():
+    """Levels 5, 7, -10 of step 0.02 (no weight at 1..4 levels): the grid is max|w| / 10, found exactly."""
+    w = torch.tensor([[0.10, 0.14, -0.20], [0.0, 0.26, 0.0]], dtype=torch.float64)  # column 1: one weight, 13 levels
+    step, on = grid_step(w, 15)
+    assert on.tolist() == [True, True]
+    assert step.tolist() == pytest.approx([0.02, 0.26], rel=1e-12, abs=0)
+    cfg = HardwareConfig(cell_levels=16, cells_per_weight=1)
+    grid = cell_grid(w, cfg)
+    assert grid.exact and grid.step.tolist() == pytest.approx([0.02, 0.26 / 15], rel=1e-12, abs=0)  # 15 // 10 = 1, 15 // 1 = 15
+    assert grid.levels_of(w).tolist() == [[5.0, 7.0, -10.0], [0.0, 15.0, 0.0]]
+    assert grid_step(torch.tensor([[0.10, 0.14, -0.20]], dtype=torch.float64), 9)[1].tolist() == [False]  # 10 > 9 levels
+    assert grid_step(torch.tensor([[0.10, 0.141, -0.20]], dtype=torch.float64), 30)[1].tolist() == [False]
+
+
+def test_a_pruned_column_does_not_set_the_ramp():
+    """Neuron 1 of a hand-made layer is pruned (all weights 0, bias 0.3). Steps on 5-level cells:
+    neuron 0 (1.0, -0.5) -> 1/4, neuron 2 (0.25, 0.5) -> 1/8; the pruned one takes the coarsest, 1/4.
+    Ramp rows = max_k ceil(1 / (4 step_k)) = 2 (from neuron 2), as without the pruned neuron; its
+    bias 0.3 rounds to one level of 1/4. The old floor (step (1/64) / 4) needed 64 ramp rows."""
+    cfg = HardwareConfig(cell_levels=5, cells_per_weight=1, tile_rows=4, tile_cols=6)
+    w = torch.tensor([[1.0, -0.5], [0.0, 0.0], [0.25, 0.5]], dtype=torch.float64)
+    bias = torch.tensor([0.0, 0.3, 0.0], dtype=torch.float64)
+    layer = PELayer("fc", "linear", w, bias, (2,), (3,), None, False, 1.0)
+    xb = program_crossbar(layer, cfg)
+    assert xb.step.tolist() == [0.25, 0.25, 0.125]
+    assert (xb.bias_rows, xb.ramp_rows) == (1, 2)
+    assert (xb.tiling.row_tiles, xb.tiling.col_tiles, xb.tiling.tiles) == (2, 1, 2)  # 2 + 1 + 2 = 5 rows of 4
+    unpruned = program_crossbar(PELayer("fc", "linear", w[[0, 2]], None, (2,), (2,), None, False, 1.0), cfg)
+    assert unpruned.ramp_rows == xb.ramp_rows
+    chip = make_chips(xb, cfg, 1, 0)
+    assert chip.bias[0, 0].tolist() == [0.0, 0.25, 0.0]
+    assert chip.ramp[0, 0].tolist() == pytest.approx([1.0, 1.0, 1.0], rel=1e-12, abs=0)
+    assert chip.weight[0, 0].t().tolist() == w.tolist()
+    assert cell_grid(torch.zeros(2, 3, dtype=torch.float64), cfg).step.tolist() == [0.25, 0.25]  # nothing to scale by

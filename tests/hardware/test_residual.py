@@ -82,15 +82,15 @@ def test_residual_block_by_hand(block):
         ramp = sum(float(g[6 + xb.bias_rows + r, k]) * (ends[k] - S) for r in range(xb.ramp_rows) for k in range(3))
         dups = sum((S - float(t[b, int(r)])) * float(g[6 + xb.bias_rows + xb.ramp_rows + j].sum())
                    for j, r in enumerate(xb.dup_of) if math.isfinite(t[b, int(r)]))
-        assert float(e["crossbar"][0, b]) == pytest.approx(v2 * dt * (inputs + bias + ramp + dups), rel=1e-12)
+        assert float(e["crossbar"][0, b]) == pytest.approx(v2 * dt * (inputs + bias + ramp + dups), rel=1e-12, abs=0)
         spikes = int(torch.isfinite(t[b]).sum())
         dup_spikes = sum(1 for r in xb.dup_of if math.isfinite(t[b, int(r)]))
         assert float(e["driver"][0, b]) == pytest.approx(
-            CFG.driver_energy_j * (spikes + dup_spikes + xb.bias_rows + xb.ramp_rows), rel=1e-12)
+            CFG.driver_energy_j * (spikes + dup_spikes + xb.bias_rows + xb.ramp_rows), rel=1e-12, abs=0)
         fired = int(torch.isfinite(m[b]).sum())
         assert float(e["spikes_in"][0, b]) == spikes  # skip spikes are read from the buffer like the others
         assert float(e["buffer"][0, b]) == pytest.approx(
-            CFG.spike_bits * CFG.buffer_energy_per_bit_j * (spikes + fired), rel=1e-12)
+            CFG.spike_bits * CFG.buffer_energy_per_bit_j * (spikes + fired), rel=1e-12, abs=0)
     assert n_aux >= 1 + 1  # a bias row and a ramp row at least
 
 

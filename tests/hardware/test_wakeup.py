@@ -28,9 +28,9 @@ def test_opamp_energy_by_hand(gating):
     end = 7 if gating else 9
     off = layer_energy(g, g, t_in, t_out, stop, CFG, power_gating=gating)
     on = layer_energy(g, g, t_in, t_out, stop, CFG.replace(wakeup_on_input=True), power_gating=gating)
-    assert float(off["opamp"]) == pytest.approx(10e-6 * DT * end, rel=1e-12)
-    assert float(on["opamp"]) == pytest.approx(10e-6 * DT * (end - 3), rel=1e-12)
-    assert float(on["wakeup"]) == pytest.approx(200e-15, rel=1e-12)  # woken once, gating or not
+    assert float(off["opamp"]) == pytest.approx(10e-6 * DT * end, rel=1e-12, abs=0)
+    assert float(on["opamp"]) == pytest.approx(10e-6 * DT * (end - 3), rel=1e-12, abs=0)
+    assert float(on["wakeup"]) == pytest.approx(200e-15, rel=1e-12, abs=0)  # woken once, gating or not
     assert float(off["wakeup"]) == pytest.approx(200e-15 if gating else 0.0, rel=1e-12, abs=0)
     for k in ("crossbar", "comparator", "spike", "driver", "buffer", "static", "latency_s"):
         assert float(on[k]) == float(off[k]), k  # nothing else changes
@@ -49,8 +49,8 @@ def test_two_input_neuron_run_by_hand():
         off = run_layer(make_chips(xb, CFG, 1, 0), steps_in, CFG, opts)
         assert torch.equal(on.steps, off.steps) and torch.equal(on.stop, off.stop)  # spike times do not change
         end = 8 + float(off.steps[0, 0, 0]) + 1
-        assert float(on.energy["opamp"][0, 0]) == pytest.approx(10e-6 * DT * (end - wake), rel=1e-12)
-        assert float(off.energy["opamp"][0, 0]) == pytest.approx(10e-6 * DT * end, rel=1e-12)
+        assert float(on.energy["opamp"][0, 0]) == pytest.approx(10e-6 * DT * (end - wake), rel=1e-12, abs=0)
+        assert float(off.energy["opamp"][0, 0]) == pytest.approx(10e-6 * DT * end, rel=1e-12, abs=0)
 
 
 class _Runs:
@@ -71,10 +71,10 @@ def test_mechanism_shares_add_up():
     m = mechanism_shares(_Runs(table))
     assert m["saving_j"] == 10.0 and m["saving_fraction"] == 0.5
     assert (m["power_gating"]["saving_j"], m["tta"]["saving_j"], m["wakeup"]["saving_j"]) == (3.0, 4.0, 1.0)
-    assert m["power_gating"]["share"] == pytest.approx(0.3) and m["tta"]["saving_fraction"] == pytest.approx(4 / 14)
-    assert m["interaction"]["saving_j"] == pytest.approx(2.0)
+    assert m["power_gating"]["share"] == pytest.approx(0.3, rel=1e-9, abs=0) and m["tta"]["saving_fraction"] == pytest.approx(4 / 14, rel=1e-9, abs=0)
+    assert m["interaction"]["saving_j"] == pytest.approx(2.0, rel=1e-9, abs=0)
     total = sum(m[k]["share"] for k in ("power_gating", "tta", "wakeup", "interaction"))
-    assert total == pytest.approx(1.0)
+    assert total == pytest.approx(1.0, rel=1e-9, abs=0)
 
 
 def test_wakeup_on_a_network_saves_energy_only(mlp_snn, digits):
@@ -89,4 +89,4 @@ def test_wakeup_on_a_network_saves_energy_only(mlp_snn, digits):
     off, on = results
     assert on.accuracy == off.accuracy and on.spikes == off.spikes and on.latency_s == off.latency_s
     assert on.energy["opamp"] <= off.energy["opamp"] + 1e-24
-    assert on.energy["crossbar"] == pytest.approx(off.energy["crossbar"], rel=1e-12)
+    assert on.energy["crossbar"] == pytest.approx(off.energy["crossbar"], rel=1e-12, abs=0)
