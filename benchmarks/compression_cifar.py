@@ -75,7 +75,8 @@ def _config(args, hardware):
                                                "strength": args.strength}
     prune = PruneConfig(density=args.density, tile_rows=hardware.tile_rows, tile_cols=hardware.tile_cols,
                         cells_per_weight=hardware.cells_per_weight, **structure)
-    return CompressConfig(prune=prune, quant=QuantConfig(bits=args.bits, cell_levels=hardware.cell_levels),
+    return CompressConfig(prune=prune, quant=QuantConfig(bits=args.bits, cell_levels=hardware.cell_levels,
+                                                                  cells_per_weight=hardware.cells_per_weight),
                           attention=AttentionConfig(beta=1.0),
                           finetune=FinetuneConfig(epochs=args.epochs, quant_epochs=args.quant_epochs, seed=args.seed,
                                                   batch_size=args.batch_size))
@@ -169,15 +170,15 @@ def main(argv=None) -> int:
     train, test = _data(args)
     hardware = preset("twin-column")
     rows = []
+    os.makedirs(RESULTS, exist_ok=True)
+    settings = {k: v for k, v in vars(args).items() if k not in ("checkpoints", "render")}
     for path in args.checkpoints:
         for coding in [c for c in args.codings.split(",") if c]:
             rows.append(run_network(path, coding, args, train, test, hardware))
-    os.makedirs(RESULTS, exist_ok=True)
-    settings = {k: v for k, v in vars(args).items() if k not in ("checkpoints", "render")}
-    atomic_write_text(OUT, json.dumps({
-        "command": " ".join(["python"] + sys.argv), "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} thread(s)",
-        "settings": settings, "runs": rows, "spike_thrift": SPIKE_THRIFT}, indent=2, default=str) + "\n")
+            atomic_write_text(OUT, json.dumps({  # after every row, so a long run keeps what it measured
+                "command": " ".join(["python"] + sys.argv), "date": datetime.date.today().isoformat(),
+                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} thread(s)",
+                "settings": settings, "runs": rows, "spike_thrift": SPIKE_THRIFT}, indent=2, default=str) + "\n")
     sys.stdout.write(render())
     return 0
 

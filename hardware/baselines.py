@@ -30,6 +30,7 @@ from torch import nn
 from spikec.conversion.ttfs_layers import TTFSLayer, TTFSReadout, TTFSTimeOp
 from spikec.errors import SpikecError, UsageError
 from spikec.hardware.config import HardwareConfig
+from spikec.hardware.crossbar import program_crossbar
 from spikec.hardware.energy import rate_layer_energy
 from spikec.hardware.extract import slot_shapes, stack_sources, unroll_index, unroll_inputs
 from spikec.hardware.mapping import tile_layer
@@ -257,6 +258,8 @@ def rate_snn_energy(model, rate_snn, x: torch.Tensor, y: torch.Tensor, batch_siz
             count += scores.shape[0]
     spiking = list(rec.layers.values())
     xbs = model.crossbars
+    if config.late_bias != 1:  # a rate SNN drives its bias rows every step: the crossbar without late bias
+        xbs = [program_crossbar(xb.layer, config.replace(late_bias=1)) for xb in xbs]
     if len(spiking) != len(xbs) - 1:
         raise SpikecError(f"rate baseline: the rate SNN has {len(spiking)} spiking layers but the TTFS network "
                           f"{len(xbs) - 1} hidden layers; cannot align them")

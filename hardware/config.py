@@ -78,6 +78,11 @@ class HardwareConfig:
                                "issue 14 option (event-driven wake-up): a run's integrators stay gated off until the "
                                "first current into the crossbar (first input spike; a bias row from its start); "
                                "off = on from the start of the run, as in ASTERS")
+    late_bias: int = _f(1, "neuron", "x (power of two <= window steps)",
+                        "issue 14 option: the bias rows conduct only the last window_steps / late_bias steps of the "
+                        "input window, with late_bias times their levels (the same charge at the window's end, so the "
+                        "same spike times), so event-driven wake-up is not forced to step 0 by the bias row; costs "
+                        "more bias rows. 1 = bias rows on from the start")
     # periphery
     driver_energy_j: float = _f(1.08e-15, "periphery", "J per input spike per tile row",
                                 "derived from the yan-vlsi2019 calibration (hardware/calibration.py derive_twin_column): the preset's 20 fJ (an assumption) times the digital rule (45/150)*(0.9/1.5)^2 "
@@ -191,6 +196,10 @@ def _validate(c: HardwareConfig) -> None:
     if c.cells_per_weight < 1 or c.tile_cols < 2 * c.cells_per_weight:
         raise ValueError(f"hardware config: cells_per_weight must be >= 1 and fit a tile (2 * cells <= tile_cols = "
                          f"{c.tile_cols}), got {c.cells_per_weight}")
+    k = c.late_bias
+    if isinstance(k, bool) or int(k) != k or k < 1 or k & (k - 1) or k > 2 ** c.window_bits:
+        raise ValueError(f"hardware config: late_bias must be a power of two in 1..{2 ** c.window_bits} "
+                         f"(the window's steps), got {k}")
     if c.cell_levels < 2:
         raise ValueError(f"hardware config: cell_levels must be >= 2, got {c.cell_levels}")
     if not 0 < c.r_on_ohm < c.r_off_ohm:

@@ -117,7 +117,7 @@ def program_crossbar(layer: PELayer, config: HardwareConfig) -> Crossbar:
     bias_rows = 0
     parts = [levels]
     if layer.bias is not None:
-        b_levels = torch.round(layer.bias.to(torch.float64) / step)
+        b_levels = torch.round(layer.bias.to(torch.float64) * config.late_bias / step)  # on for 1/late_bias of the window
         bias_rows = max(1, bias_rows_needed(b_levels, grid.max_level))
         parts.append(split_levels(b_levels, bias_rows, grid.max_level))
     g_pos, g_neg = level_conductances(torch.cat(parts), config)
@@ -163,7 +163,7 @@ def chip_layer(crossbar: Crossbar, g_pos: torch.Tensor, g_neg: torch.Tensor, con
     n = crossbar.input_rows
     nb = crossbar.bias_rows
     weight = w[..., :n, :]
-    bias = w[..., n:n + nb, :].sum(-2) if nb else torch.zeros_like(w[..., 0, :])
+    bias = w[..., n:n + nb, :].sum(-2) / config.late_bias if nb else torch.zeros_like(w[..., 0, :])
     nr = crossbar.ramp_rows
     ramp = w[..., n + nb:n + nb + nr, :].sum(-2)
     if crossbar.dup_of.numel():  # copies read the same input as their row: their weights add up

@@ -171,7 +171,8 @@ def _energy(chip: ChipLayer, t_unf: torch.Tensor, m: torch.Tensor, stop: torch.T
     xb = chip.crossbar
     S = config.window_steps
     lead = t_unf.shape[:-1]
-    aux = [torch.zeros(*lead, xb.bias_rows, dtype=t_unf.dtype), torch.full((*lead, xb.ramp_rows), float(S), dtype=t_unf.dtype),
+    bias_on = float(S - S // config.late_bias)  # the bias rows conduct the window's last S / late_bias steps
+    aux = [torch.full((*lead, xb.bias_rows), bias_on, dtype=t_unf.dtype), torch.full((*lead, xb.ramp_rows), float(S), dtype=t_unf.dtype),
            t_unf[..., xb.dup_of]]
     t_rows = torch.cat([t_unf] + aux, dim=-1)
     row_end = torch.cat([torch.full((xb.input_rows + xb.bias_rows,), float(S), dtype=torch.float64),

@@ -94,7 +94,8 @@ def build_config(args):
         prune = dataclasses.replace(prune, layers=selection, **tiles, **given(
             density=args.density, method=args.method, granularity=args.structure or args.granularity,
             scope=args.scope, schedule=args.schedule, regularizer=args.regularizer, strength=args.strength))
-        cells = {} if hardware is None else {"cell_levels": hardware.cell_levels}
+        cells = {} if hardware is None else {"cell_levels": hardware.cell_levels,
+                                             "cells_per_weight": hardware.cells_per_weight}
         quant = dataclasses.replace(quant, layers=selection, **cells, **given(
             bits=bits or None, mode=args.quant_mode, group=args.quant_group))
         robust = base.robust

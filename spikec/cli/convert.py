@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from spikec.cli import user_model_args
+from spikec.cli import device_arg, user_model_args
 from spikec.errors import SpikecError, UsageError
 
 CODINGS = ("rate", "ttfs")
@@ -47,6 +47,10 @@ def add_parser(subparsers, parents):
     p.add_argument("--finetune-lr", type=float, default=1e-3, help="fine-tuning learning rate (default 1e-3)")
     p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (default 256)")
     p.add_argument("--seed", type=int, default=0, help="random seed of fine-tuning (default 0)")
+    device_arg.add_argument(p)
+    rate.add_argument("--time-chunk", type=int, default=None, metavar="STEPS",
+                      help="simulate this many time steps per call while evaluating, so memory does not grow "
+                           "with T (default: spikec.evaluation.DEFAULT_CHUNK)")
     ttfs = _ttfs_module()
     if ttfs is not None:
         ttfs.add_arguments(p.add_argument_group("TTFS coding"))
@@ -81,11 +85,17 @@ def run(args) -> dict:
         raise UsageError(f"--calib must be >= 1, got {args.calib}")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    device = device_arg.resolve(args.device)
     if args.coding == "ttfs":
         ttfs = _ttfs_module()
         if ttfs is None:
             raise UsageError("TTFS conversion is not available yet")
+        if device.type != "cpu":
+            raise UsageError(f"--device {args.device}: TTFS conversion runs on cpu only (its analytic simulator "
+                             "is cheap); rate conversion takes --device")
     else:
+        if args.time_chunk is not None and args.time_chunk < 1:
+            raise UsageError(f"--time-chunk must be >= 1, got {args.time_chunk}")
         steps = parse_timesteps(args.timesteps)
         if args.finetune_epochs < 0:
             raise UsageError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
@@ -101,7 +111,7 @@ def run(args) -> dict:
         train_data, test_data = _load_data(args, ckpt)
     if args.coding == "ttfs":
         return ttfs.run(args, ann, ckpt, train_data, test_data)
-    return _run_rate(args, steps, ann, ckpt, train_data, test_data)
+    return _run_rate(args, steps, ann.to(device), ckpt, train_data, test_data, device)
 
 
 def _load_data(args, ckpt):
@@ -122,37 +132,37 @@ def _load_data(args, ckpt):
     return train_data, test_data
 
 
-def _run_rate(args, steps, ann, ckpt, train_data, test_data) -> dict:
+def _run_rate(args, steps, ann, ckpt, train_data, test_data, device) -> dict:
     from spikec.checkpoint import save_checkpoint
     from spikec.conversion.rate import convert_rate, rate_snn_checkpoint
     from spikec.data.sample import stratified_tensors
     from spikec.training import evaluate
 
-    ann_acc = evaluate(ann, test_data, batch_size=args.batch_size)
+    ann_acc = evaluate(ann, test_data, batch_size=args.batch_size, device=device)
     print(f"ANN accuracy: {100 * ann_acc:.2f}% ({ckpt['arch']}, {len(test_data)} test samples)")
     calib, _ = stratified_tensors(train_data, args.calib, seed=args.seed)  # a class-sorted folder: never the first N
-    snn = convert_rate(ann, calib, timesteps=max(steps), norm=args.norm, maxpool=args.maxpool, reset=args.reset)
+    snn = convert_rate(ann, calib.to(device), timesteps=max(steps), norm=args.norm, maxpool=args.maxpool, reset=args.reset)
     conv = snn.conversion
     print(f"converted in {conv['seconds']:.3f} s (calibration {conv['calibration_seconds']:.3f} s on "
           f"{len(calib)} samples, norm {conv['norm']}, {len(conv['neuron_layers'])} neuron layers, "
           f"reset {conv['reset']})")
     result = {"ann_accuracy": ann_acc, "seconds": conv["seconds"], "calibration_seconds": conv["calibration_seconds"],
               "norm": conv["norm"], "calib_samples": len(calib), "reset": conv["reset"]}
-    accuracy, spikes = _evaluate_steps(snn, steps, test_data, args.batch_size, args)
+    accuracy, spikes = _evaluate_steps(snn, steps, test_data, args.batch_size, args, device)
     if args.finetune_epochs > 0:
         result["converted_accuracy"], result["converted_spikes_per_neuron"] = accuracy, spikes
-        accuracy, spikes = _finetune(args, snn, steps, train_data, test_data)
+        accuracy, spikes = _finetune(args, snn, steps, train_data, test_data, device)
     result["snn_accuracy"], result["spikes_per_neuron"] = accuracy, spikes
     snn.timesteps = max(steps)
     result["checkpoint"] = None
     if args.out:
         metrics = {"ann_accuracy": ann_acc, "snn_accuracy": accuracy[max(steps)], "timesteps": max(steps)}
-        result["checkpoint"] = save_checkpoint(args.out, rate_snn_checkpoint(snn, ckpt, metrics=metrics))
+        result["checkpoint"] = save_checkpoint(args.out, rate_snn_checkpoint(snn.cpu(), ckpt, metrics=metrics))
         print(f"saved {result['checkpoint']} (T={max(steps)})")
     return result
 
 
-def _evaluate_steps(snn, steps, test_data, batch_size, args=None) -> tuple[dict, dict]:
+def _evaluate_steps(snn, steps, test_data, batch_size, args=None, device="cpu") -> tuple[dict, dict]:
     """Accuracy and spikes per neuron at every T, from one run of max(T) steps (spikec.evaluation)."""
     import sys
 
@@ -160,7 +170,7 @@ def _evaluate_steps(snn, steps, test_data, batch_size, args=None) -> tuple[dict,
 
     chunk = getattr(args, "time_chunk", None) or DEFAULT_CHUNK
     progress = not getattr(args, "json", False) and sys.stderr.isatty()
-    ev = evaluate_steps(snn, test_data, steps, batch_size=batch_size, chunk=chunk, progress=progress)
+    ev = evaluate_steps(snn, test_data, steps, batch_size=batch_size, chunk=chunk, progress=progress, device=device)
     print(f"{'T':>5}  {'SNN acc':>8}  {'spikes/neuron':>13}")
     for r in ev.results:
         print(f"{r.timesteps:>5}  {100 * r.accuracy:>7.2f}%  {r.spikes_per_neuron:>13.3f}")
@@ -168,7 +178,7 @@ def _evaluate_steps(snn, steps, test_data, batch_size, args=None) -> tuple[dict,
     return ev.accuracy, ev.spikes_per_neuron
 
 
-def _finetune(args, snn, steps, train_data, test_data):
+def _finetune(args, snn, steps, train_data, test_data, device):
     from spikec.conversion.finetune import finetune
 
     T = args.finetune_timesteps if args.finetune_timesteps is not None else min(steps)
@@ -176,7 +186,7 @@ def _finetune(args, snn, steps, train_data, test_data):
         raise UsageError(f"--finetune-timesteps must be >= 1, got {T}")
     print(f"fine-tuning {args.finetune_epochs} epoch(s) at T={T}, lr {args.finetune_lr:g}")
     finetune(snn, train_data, epochs=args.finetune_epochs, lr=args.finetune_lr, timesteps=T, seed=args.seed,
-             progress=not args.json)
+             progress=not args.json, device=device)
     print("after fine-tuning:")
-    return _evaluate_steps(snn, steps, test_data, args.batch_size, args)
+    return _evaluate_steps(snn, steps, test_data, args.batch_size, args, device)
 

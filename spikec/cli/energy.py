@@ -22,6 +22,10 @@ def add_parser(subparsers, parents):
                    help="hardware preset: twin-column (default) or yan-vlsi2019 (the calibrated measured macro)")
     p.add_argument("--wakeup", action="store_true",
                    help="event-driven wake-up: integrators stay gated off until the first input of their run")
+    p.add_argument("--late-bias", type=int, default=None, metavar="K",
+                   help="bias rows conduct only the last 1/K of the input window at K times the levels (same "
+                        "spike times; with --wakeup the bias row no longer wakes every integrator at step 0); "
+                        "a power of two up to the window's steps (default: the preset's, 1)")
     p.add_argument("--config", default=None, metavar="HW_TOML", help="TOML file overriding preset parameters")
     p.add_argument("--chips", type=int, default=10, help="Monte-Carlo chips per variation setting (default 10)")
     p.add_argument("--sigmas", default="0,0.1,0.2,0.3", metavar="S[,S...]",
@@ -89,6 +93,11 @@ def run(args) -> dict:
         config = load_config(args.config, base=config)
     if args.wakeup:
         config = config.replace(wakeup_on_input=True)
+    if args.late_bias is not None:
+        try:
+            config = config.replace(late_bias=args.late_bias)
+        except ValueError as exc:
+            raise UsageError(f"--late-bias {args.late_bias}: {str(exc).removeprefix('hardware config: ')}") from None
     kind = load_checkpoint(args.snn_file).get("kind")
     if kind != "ttfs_snn":
         raise UsageError(f"{args.snn_file} is a {kind} checkpoint; 'spikec energy' needs a ttfs_snn "

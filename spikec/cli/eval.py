@@ -42,6 +42,9 @@ def run(args) -> dict:
     from spikec.snn import SpikingClassifier
     from spikec.training import evaluate
 
+    from spikec.cli import device_arg
+
+    device_arg.resolve(args.device)
     wanted = parse_timesteps(args.timesteps) if args.timesteps is not None else None
     if args.time_chunk is not None and args.time_chunk < 1:
         raise UsageError(f"--time-chunk must be >= 1, got {args.time_chunk}")

@@ -74,7 +74,10 @@ def add_parser(subparsers, parents):
 def run(args) -> dict:
     from spikec import distributed
 
+    from spikec.cli import device_arg
+
     _check_args(args)
+    device_arg.resolve(args.device)
     distributed.init_from_env(args.device)
     try:
         result = _train_and_save(args)

@@ -148,9 +148,10 @@ class QuantConfig:
     layer alone raises the cross-entropy on ``auto_samples`` stratified training samples by at most
     ``auto_tolerance`` nats (a one-layer-at-a-time sensitivity search; see
     :func:`spikec.compress.quantize.choose_bits`). ``cell_levels`` > 0: the weights are for
-    crossbar cells of that many conductance levels (``spikec.hardware``'s ``cell_levels``), whose
-    twin pairs realise ``L - 1`` uniform steps a side; widths with more levels than that are
-    refused, so every quantized layer maps onto the cells without a second rounding.
+    crossbar cells of that many conductance levels (``spikec.hardware``'s ``cell_levels``); with
+    ``cells_per_weight = m`` cells a sign, twin pairs realise ``m (L - 1)`` uniform steps a side;
+    widths with more levels than that are refused, so every quantized layer maps onto the cells
+    without a second rounding.
     """
 
     bits: int | tuple[int, ...] | str = 4
@@ -159,6 +160,7 @@ class QuantConfig:
     grid_thresholds: bool = True
     quantize_bias: bool = True
     cell_levels: int = 0
+    cells_per_weight: int = 1
     auto_bits: tuple[int, ...] = (2, 3, 4, 5)
     auto_tolerance: float = 0.01
     auto_samples: int = 256
@@ -169,6 +171,8 @@ class QuantConfig:
         _check("group", self.group, QUANT_GROUPS)
         if int(self.cell_levels) != 0 and int(self.cell_levels) < 2:
             raise ValueError(f"cell_levels must be 0 (no cell grid) or >= 2, got {self.cell_levels}")
+        if isinstance(self.cells_per_weight, bool) or int(self.cells_per_weight) < 1:
+            raise ValueError(f"cells_per_weight must be >= 1, got {self.cells_per_weight}")
         if self.mode != "int":
             return
         if isinstance(self.bits, str):
@@ -185,10 +189,12 @@ class QuantConfig:
     def _check_bits(self, b, name: str) -> None:
         if isinstance(b, bool) or not isinstance(b, int) or not 2 <= b <= 8:
             raise ValueError(f"{name} must lie in 2..8, got {b!r}")
-        L = int(self.cell_levels)
-        if L and 2 ** (b - 1) - 1 > L - 1:
-            raise ValueError(f"{name} {b}: a {b}-bit weight has {2 ** (b - 1) - 1} levels a side, but a cell of "
-                             f"{L} levels holds {L - 1}; at most {(L - 1).bit_length() + 1} bits map onto the cells")
+        L, m = int(self.cell_levels), int(self.cells_per_weight)
+        side = m * (L - 1)
+        if L and 2 ** (b - 1) - 1 > side:
+            cells = f"a cell of {L} levels holds" if m == 1 else f"{m} cells of {L} levels hold"
+            raise ValueError(f"{name} {b}: a {b}-bit weight has {2 ** (b - 1) - 1} levels a side, but {cells} "
+                             f"{side}; at most {(side + 1).bit_length()} bits map onto the cells")
 
     def layer_bits(self, layers: int) -> tuple[int, ...]:
         """Bit width of each of ``layers`` selected layers, in order (not for "auto": resolve it first)."""

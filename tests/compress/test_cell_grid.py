@@ -24,6 +24,16 @@ def test_bits_beyond_the_cell_levels_are_refused():
     with pytest.raises(ValueError, match="16 levels holds 15"):
         QuantConfig(bits=(4, 8), cell_levels=16)
     QuantConfig(bits=5, cell_levels=16)
+    # two 16-level cells a sign hold 30 levels a side: 6 bits (31 levels) are refused, 5 are not
+    with pytest.raises(ValueError, match="2 cells of 16 levels hold 30; at most 5 bits"):
+        QuantConfig(bits=6, cell_levels=16, cells_per_weight=2)
+    QuantConfig(bits=5, cell_levels=16, cells_per_weight=2)
+    # binary cells: one holds 1 level a side (2 bits), four hold 4 (3 bits)
+    with pytest.raises(ValueError, match="at most 2 bits"):
+        QuantConfig(bits=3, cell_levels=2)
+    QuantConfig(bits=3, cell_levels=2, cells_per_weight=4)
+    with pytest.raises(ValueError, match="cells_per_weight"):
+        QuantConfig(cells_per_weight=0)
 
 
 @pytest.mark.parametrize("bits", [3, 4, 5, (3, 4, 5)])

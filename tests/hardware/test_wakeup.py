@@ -90,3 +90,48 @@ def test_wakeup_on_a_network_saves_energy_only(mlp_snn, digits):
     assert on.accuracy == off.accuracy and on.spikes == off.spikes and on.latency_s == off.latency_s
     assert on.energy["opamp"] <= off.energy["opamp"] + 1e-24
     assert on.energy["crossbar"] == pytest.approx(off.energy["crossbar"], rel=1e-12, abs=0)
+
+
+@pytest.mark.parametrize("late", [2, 4, 8])
+def test_late_bias_keeps_spike_times_and_wakes_at_the_first_input(late):
+    """Bias rows on for the window's last S/late steps at late x the levels: same charge, later wake-up."""
+    biased = PELayer("fc", "linear", torch.tensor([[0.5, -0.25]], dtype=torch.float64),
+                     torch.tensor([0.125], dtype=torch.float64), (2,), (1,), None, False, 1.0)  # bias on the grid
+    S = CFG.window_steps
+    opts = RunOptions(True, True, 1.0)
+    base = CFG.replace(wakeup_on_input=True)
+    lated = base.replace(late_bias=late)
+    bias_on = S - S // late
+    for first in (2.0, 7.0):  # an input before and one after the bias rows switch on
+        steps_in = torch.tensor([[[first, 7.0]]])
+        ref = run_layer(make_chips(program_crossbar(biased, base), base, 1, 0), steps_in, base, opts)
+        xb = program_crossbar(biased, lated)
+        got = run_layer(make_chips(xb, lated, 1, 0), steps_in, lated, opts)
+        assert torch.equal(got.steps, ref.steps) and torch.equal(got.stop, ref.stop)
+        assert xb.bias_rows == -(-late // (CFG.cell_levels - 1))  # late levels, cell_levels - 1 a row
+        end = S + float(ref.steps[0, 0, 0]) + 1
+        wake = min(first, bias_on)
+        assert float(got.energy["opamp"][0, 0]) == pytest.approx(10e-6 * DT * (end - wake), rel=1e-12, abs=0)
+        assert float(ref.energy["opamp"][0, 0]) == pytest.approx(10e-6 * DT * end, rel=1e-12, abs=0)  # woken at 0
+
+
+def test_late_bias_must_divide_the_window():
+    for bad in (3, 0, 16):
+        with pytest.raises(ValueError, match="late_bias"):
+            CFG.replace(late_bias=bad)  # S = 8 steps
+
+
+def test_late_bias_on_a_network_wakes_integrators_later(mlp_snn, digits):
+    """Late bias rounds a bias to step / late instead of step, so an output may move by a step: near-equal runs."""
+    from spikec.hardware.evaluate import PEModel
+
+    x, y = digits[1].tensors
+    x, y = x[:40], y[:40]
+    results = []
+    for late in (1, 16):
+        model = PEModel.from_snn(mlp_snn, HardwareConfig(wakeup_on_input=True, late_bias=late))
+        results.append(model.evaluate(model.nominal(), x, y, RunOptions.from_config(model.config)))
+    early, late = results
+    assert late.accuracy == early.accuracy and late.spikes == early.spikes
+    assert late.latency_s == pytest.approx(early.latency_s, rel=1e-3, abs=0)
+    assert late.energy["opamp"] < 0.99 * early.energy["opamp"]

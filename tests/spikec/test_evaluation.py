@@ -211,3 +211,23 @@ def test_cli_eval_reads_several_steps_from_one_run(lenet_snn, digits, tmp_path, 
     assert "T=8" in out and "one run of 8 steps" in out
     assert main(["eval", str(path), "--time-chunk", "0"]) == 2
     assert "--time-chunk must be >= 1" in capsys.readouterr().err
+
+
+def test_cli_convert_time_chunk_and_device(lenet_snn, digits, tmp_path, capsys):
+    """``spikec convert --time-chunk`` gives the unchunked figures; a bad or absent ``--device`` is one line, exit 2."""
+    ann, _ = lenet_snn
+    path = save_checkpoint(tmp_path / "ann.pt", ann_checkpoint(ann, dataset=digits[2].to_dict()))
+    common = ["convert", str(path), "--timesteps", "2,5", "--calib", "64", "--batch-size", "120", "--json"]
+    results = []
+    for extra in (["--time-chunk", "2"], ["--time-chunk", "5", "--device", "cpu"]):
+        assert main(common + extra) == 0
+        results.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    assert results[0]["snn_accuracy"] == results[1]["snn_accuracy"]
+    assert results[0]["spikes_per_neuron"] == results[1]["spikes_per_neuron"]
+    assert main(common + ["--time-chunk", "0"]) == 2
+    assert "--time-chunk must be >= 1" in capsys.readouterr().err
+    assert main(common + ["--device", "tpu"]) == 2
+    assert "--device 'tpu'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(common + ["--device", "cuda"]) == 2
+        assert "no CUDA device" in capsys.readouterr().err

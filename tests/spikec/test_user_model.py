@@ -184,3 +184,24 @@ def test_untraceable_model_names_the_module_at_fault(model_file, capsys):
     assert main(["convert", "--model", f"{path}:Branchy"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot trace module 'gate' (Gate)" in err
+
+
+def test_compress_takes_a_user_model(model_file, tmp_path, capsys):
+    """``spikec compress --model file.py:Class``: the user's weights go in, pruned and quantized ones come out."""
+    path, net = model_file
+    out = tmp_path / "ann_c.pt"
+    rc = main(["compress", "--model", f"{path}:UserNet", "--weights", str(tmp_path / "weights.pt"),
+               "--model-args", "channels=4,hidden=12", "--dataset", "digits", "--density", "0.5", "--bits", "4",
+               "--epochs", "1", "--quant-epochs", "1", "--threads", "1", "--json", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    result = _json(capsys)
+    _, test, _ = load_dataset("digits")
+    assert result["accuracy_before"] == evaluate(net, test)  # the user's network, before compression
+    assert 0.4 <= result["mask_density"] <= 0.6 and result["weight_bits"] == 4
+    model, _ = load_model(out)
+    assert evaluate(model, test) == result["accuracy_after"]
+    weights = [m.weight.detach() for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    kept = sum(int((w != 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    assert 0.4 <= kept <= 0.5  # DNR moves density between layers; the total is what was asked (and rounding zeros)
+    for w in weights:  # every quantized layer holds at most 2^4 - 1 distinct values
+        assert torch.unique(w).numel() <= 15
