@@ -119,8 +119,8 @@ def run_network(path, coding, args, train, test, hardware) -> dict:
     return row
 
 
-def render() -> str:
-    with open(OUT) as f:
+def render(path: str = OUT) -> str:
+    with open(path) as f:
         r = json.load(f)
     lines = ["## CIFAR-10 compression (density 0.1, 4-bit weights)", "", f"- Command: `{r['command']}`",
              f"- Date: {r['date']}; machine: {r['machine']}", f"- Settings: {json.dumps(r['settings'])}", "",
@@ -157,9 +157,10 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--render", action="store_true")
+    p.add_argument("--out", default=OUT, help="results JSON (default benchmarks/results/compression_cifar.json)")
     args = p.parse_args(argv)
     if args.render:
-        sys.stdout.write(render())
+        sys.stdout.write(render(args.out))
         return 0
     if not args.checkpoints:
         p.error("give ANN checkpoints, or --render")
@@ -171,15 +172,15 @@ def main(argv=None) -> int:
     hardware = preset("twin-column")
     rows = []
     os.makedirs(RESULTS, exist_ok=True)
-    settings = {k: v for k, v in vars(args).items() if k not in ("checkpoints", "render")}
+    settings = {k: v for k, v in vars(args).items() if k not in ("checkpoints", "render", "out")}
     for path in args.checkpoints:
         for coding in [c for c in args.codings.split(",") if c]:
             rows.append(run_network(path, coding, args, train, test, hardware))
-            atomic_write_text(OUT, json.dumps({  # after every row, so a long run keeps what it measured
+            atomic_write_text(args.out, json.dumps({  # after every row, so a long run keeps what it measured
                 "command": " ".join(["python"] + sys.argv), "date": datetime.date.today().isoformat(),
                 "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} thread(s)",
                 "settings": settings, "runs": rows, "spike_thrift": SPIKE_THRIFT}, indent=2, default=str) + "\n")
-    sys.stdout.write(render())
+    sys.stdout.write(render(args.out))
     return 0
 
 
