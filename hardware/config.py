@@ -80,8 +80,8 @@ class HardwareConfig:
                                "off = on from the start of the run, as in ASTERS")
     late_bias: int = _f(1, "neuron", "x (power of two <= window steps)",
                         "issue 14 option: the bias rows conduct only the last window_steps / late_bias steps of the "
-                        "input window, with late_bias times their levels (the same charge at the window's end, so the "
-                        "same spike times), so event-driven wake-up is not forced to step 0 by the bias row; costs "
+                        "input window, with late_bias times their levels (the same charge at the window's end, rounded "
+                        "to step / late_bias, so the same spike times up to that rounding), so event-driven wake-up is not forced to step 0 by the bias row; costs "
                         "more bias rows. 1 = bias rows on from the start")
     # periphery
     driver_energy_j: float = _f(1.08e-15, "periphery", "J per input spike per tile row",

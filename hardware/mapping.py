@@ -86,10 +86,12 @@ def grid_step(weight: torch.Tensor, max_level: int) -> tuple[torch.Tensor, torch
         return step, torch.zeros(K, dtype=torch.bool)
     r = w[live] / col_max[live].view(-1, 1)  # in [0, 1]
     denom = _smallest_denominators(r, max_level)  # [K', N] int64, 0 where none <= max_level
-    n = denom[:, 0].clone()
-    for j in range(1, denom.shape[1]):
-        n = torch.lcm(n, denom[:, j])
-        n = torch.where(n > max_level, torch.zeros_like(n), n)  # lcm(0, d) = 0 keeps a column off grid
+    while denom.shape[1] > 1:  # pairwise lcm down the row: log2(N) steps
+        if denom.shape[1] % 2:
+            denom = torch.cat([denom, torch.ones_like(denom[:, :1])], 1)
+        denom = torch.lcm(denom[:, 0::2], denom[:, 1::2])
+        denom = torch.where(denom > max_level, torch.zeros_like(denom), denom)  # lcm(0, d) = 0: off grid
+    n = denom[:, 0]
     ok = n > 0
     s = col_max[live] / n.clamp(min=1).to(torch.float64)
     q = r * n.to(torch.float64).view(-1, 1)

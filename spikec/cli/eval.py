@@ -1,7 +1,7 @@
 """``spikec eval``: accuracy of any checkpoint (ANN, directly trained SNN, converted SNN) on a dataset."""
 from __future__ import annotations
 
-from spikec.cli import user_model_args
+from spikec.cli import device_arg, user_model_args
 from spikec.errors import SpikecError, UsageError
 
 
@@ -22,7 +22,7 @@ def add_parser(subparsers, parents):
                    help="simulate at most this many steps at once, so memory does not grow with T (default 8)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0, help="seeds stochastic input coding")
-    p.add_argument("--device", default="cpu")
+    device_arg.add_argument(p)
     bench = p.add_argument_group("neurobench (optional extra: pip install 'spikec[neurobench]')")
     bench.add_argument("--neurobench", action="store_true",
                        help="run neurobench's Benchmark (footprint, connection and activation sparsity, synaptic "
@@ -41,8 +41,6 @@ def run(args) -> dict:
     from spikec.data import load_dataset
     from spikec.snn import SpikingClassifier
     from spikec.training import evaluate
-
-    from spikec.cli import device_arg
 
     device_arg.resolve(args.device)
     wanted = parse_timesteps(args.timesteps) if args.timesteps is not None else None

@@ -60,8 +60,9 @@ def _stages(args, out: str, codings: list[str]) -> list[tuple[str, list[str]]]:
                                                "--calib", "256" if q else "512",
                                                "--out", os.path.join(out, "snn_ttfs.h5")]))
     for coding in codings:
-        # TTFS fine-tunes through the analytic simulator (about 2 s an epoch on digits), so it gets the
-        # longer schedule that keeps it within 2 points at density 0.1 + 4 bits (10 + 5 epochs lost 4)
+        # TTFS fine-tunes through the analytic simulator (about 2 s an epoch on digits), so it gets a
+        # longer schedule: 20 + 10 epochs lose 0.6 to 3 points at density 0.1 + 4 bits, 10 + 5 up to 4
+        # (BENCHMARKS.md, compression of unseen networks)
         prune_epochs, quant_epochs = (1, 1) if q else ((20, 10) if coding == "ttfs" else (10, 5))
         stages.append((f"compress {coding} SNN", [
             "compress", os.path.join(out, f"snn_{coding}.h5"), *common, "--density", str(args.density),

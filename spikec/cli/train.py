@@ -6,6 +6,7 @@ import os
 import sys
 import time
 
+from spikec.cli import device_arg
 from spikec.errors import UsageError
 
 CODINGS = ("rate", "direct")
@@ -48,7 +49,7 @@ def add_parser(subparsers, parents):
                    help="continue an interrupted run from its last complete epoch (state saved next to --out "
                         "as OUT.state after every epoch)")
     p.add_argument("--seed", type=int, default=0, help="seeds the weights, batch order and input spikes")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    device_arg.add_argument(p)
     arch = p.add_argument_group("architecture options (only those the model has)")
     arch.add_argument("--pool", choices=("avg", "max"), default=None, help="pooling kind")
     arch.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None)
@@ -73,8 +74,6 @@ def add_parser(subparsers, parents):
 
 def run(args) -> dict:
     from spikec import distributed
-
-    from spikec.cli import device_arg
 
     _check_args(args)
     device_arg.resolve(args.device)
