@@ -270,7 +270,8 @@ def cifar_study(path: str, dataset: str, samples: int, chips: int, log) -> dict:
     out = {"checkpoint": path, "samples": samples, "chips": chips, "seconds": seconds,
            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
            "snn_accuracy": r["snn"]["accuracy"], "nominal_accuracy": r["accuracy"],
-           "variation": [(v["sigma"], v["compensation"], v["accuracy_mean"]) for v in r["variation"]]}
+           "variation": [(v["sigma"], v["compensation"], v["accuracy_mean"]) for v in r["variation"]],
+           "stage_seconds": r.get("stage_seconds")}
     log(f"[cifar] {path}: {out}")
     return out
 

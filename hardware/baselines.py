@@ -34,6 +34,7 @@ from spikec.hardware.crossbar import program_crossbar
 from spikec.hardware.energy import rate_layer_energy
 from spikec.hardware.extract import slot_shapes, stack_sources, unroll_index, unroll_inputs
 from spikec.hardware.mapping import tile_layer
+from spikec.hardware.rate_search import StepCounts, rate_step_counts
 from spikec.hardware.simulate import run_program
 from spikec.hardware.timing import RunOptions
 
@@ -236,27 +237,30 @@ def _source_entries(layer) -> list[int]:
     return counts
 
 
-def rate_snn_energy(model, rate_snn, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> dict:
-    """Energy of ``rate_snn`` (IF neurons, direct input) on the crossbar of ``model`` (:class:`PEModel`).
+def rate_snn_energy(model, rate_snn, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
+                    timesteps: int | None = None) -> dict:
+    """Energy of ``rate_snn`` (IF neurons, direct input) at ``timesteps`` (default its own) on the crossbar of
+    ``model`` (:class:`PEModel`).
 
-    Spike counts of every IF layer come from ``spikec.record``; the ``l``-th IF layer is the
-    ``l``-th hidden TTFS layer. A crossbar layer's row drives are, per source it reads (the
-    previous layer, a skip source, the analog input), the source's spikes times the unrolled
-    entries reading that source per source neuron (max pooling in between: spikes of the layer
-    before it). Returns the report entry (accuracy, energy per inference, latency, timesteps).
+    Runs it in time chunks (:func:`spikec.hardware.rate_search.rate_step_counts`) and accounts the
+    spikes with :func:`rate_counts_energy`. Returns the report entry (accuracy, energy per
+    inference, latency, timesteps).
     """
-    import spikec
+    counts = rate_step_counts(rate_snn, x, y, [int(timesteps or rate_snn.timesteps)], batch_size=batch_size)[-1]
+    return rate_counts_energy(model, counts, x)
 
+
+def rate_counts_energy(model, counts: StepCounts, x: torch.Tensor) -> dict:
+    """The report entry of a rate SNN that spiked ``counts`` in ``counts.timesteps`` steps on inputs ``x``.
+
+    The ``l``-th IF layer is the ``l``-th hidden TTFS layer. A crossbar layer's row drives are, per
+    source it reads (the previous layer, a skip source, the analog input), the source's spikes times
+    the unrolled entries reading that source per source neuron (max pooling in between: spikes of
+    the layer before it).
+    """
     config = model.config
-    T = int(rate_snn.timesteps)
-    correct, count = 0, 0
-    with spikec.record(rate_snn, first_spike_times=False) as rec:
-        for a in range(0, x.shape[0], batch_size):
-            with torch.no_grad():
-                scores = rate_snn(x[a:a + batch_size])
-            correct += int((scores.argmax(1) == y[a:a + batch_size]).sum())
-            count += scores.shape[0]
-    spiking = list(rec.layers.values())
+    T = int(counts.timesteps)
+    spiking = list(zip(counts.layer_spikes, counts.layer_neurons))
     xbs = model.crossbars
     if config.late_bias != 1:  # a rate SNN drives its bias rows every step: the crossbar without late bias
         xbs = [program_crossbar(xb.layer, config.replace(late_bias=1)) for xb in xbs]
@@ -276,17 +280,16 @@ def rate_snn_energy(model, rate_snn, x: torch.Tensor, y: torch.Tensor, batch_siz
                 stacked = stack_sources(layer, parts).reshape(x.shape[0], *layer.in_shape)
                 uses = uses + unroll_inputs(layer, stacked, 0.0).sum((-2, -1)) * T
             else:
-                rec_src = spiking[src]
-                uses = uses + rec_src.sample_spikes.to(torch.float64) * n_entries / max(rec_src.num_neurons, 1)
+                src_spikes, src_neurons = spiking[src]
+                uses = uses + src_spikes.to(torch.float64) * n_entries / max(src_neurons, 1)
         uses = uses + (T * layer.positions if xb.bias_rows else 0)
-        out_spikes = spiking[i].sample_spikes.to(torch.float64) if i < len(spiking) else torch.zeros_like(uses)
+        out_spikes = spiking[i][0].to(torch.float64) if i < len(spiking) else torch.zeros_like(uses)
         n_rows = xb.input_rows + xb.bias_rows
         tiling = _input_tiling(xb, config, True)
         e = rate_layer_energy(xb.g_pos[:n_rows], xb.g_neg[:n_rows], uses, out_spikes, T, layer.positions, config,
                               col_tiles=tiling.col_tiles, tiles=tiling.tiles, copies=tiling.copies)
         layers[layer.name] = {k: float(v.mean()) for k, v in e.items()}
-    return _entry(layers, accuracy=correct / max(count, 1), timesteps=T,
-                  spikes_per_inference=rec.spikes_per_inference)
+    return _entry(layers, accuracy=counts.accuracy, timesteps=T, spikes_per_inference=counts.spikes_per_inference)
 
 
 def _entry(layers: dict, **extra) -> dict:
@@ -361,12 +364,18 @@ def qcfs_network(ann: nn.Sequential, x_train: torch.Tensor, y_train: torch.Tenso
     return net.eval()
 
 
-def rate_networks(snn, x_train: torch.Tensor, y_train: torch.Tensor, options: RateBaselineOptions) -> dict:
-    """``{method: (ann, rate SNN)}``: each rate SNN converted once (its ``timesteps`` is set per run)."""
+def rate_networks(snn, x_train: torch.Tensor, y_train: torch.Tensor, options: RateBaselineOptions,
+                  calib: torch.Tensor | None = None) -> dict:
+    """``{method: (ann, rate SNN)}``: each rate SNN converted once (the search picks its steps).
+
+    ``calib``: the inputs that set the thresholds (default: a stratified draw of
+    ``options.calib_samples`` training inputs).
+    """
     import spikec
     from spikec.data.sample import stratified_tensors
 
-    calib, _ = stratified_tensors((x_train, y_train), options.calib_samples, options.seed)
+    if calib is None:
+        calib, _ = stratified_tensors((x_train, y_train), options.calib_samples, options.seed)
     calib = calib.to(torch.float32)
     base = value_network(snn)
     out = {}
@@ -380,21 +389,16 @@ def iso_accuracy_rate(model, rate_snn, x: torch.Tensor, y: torch.Tensor, target:
                       timesteps=RATE_TIMESTEPS) -> dict:
     """The rate SNN at the fewest of ``timesteps`` whose accuracy reaches ``target`` (the largest if none does).
 
-    The entry is :func:`rate_snn_energy`'s at that ``T`` plus ``target_accuracy``, ``reached`` and
-    ``search`` (accuracy and energy at every ``T`` tried). ``rate_snn.timesteps`` is restored.
+    One run (:func:`spikec.hardware.rate_search.rate_step_counts`) that stops at the first ``T``
+    reaching the target: it simulates that many steps, not the sum of all ``T`` tried. The entry is
+    :func:`rate_counts_energy`'s at that ``T`` plus ``target_accuracy``, ``reached`` and ``search``
+    (accuracy and energy at every ``T`` tried). ``rate_snn`` is not changed.
     """
-    before = rate_snn.timesteps
     search, best = [], None
-    try:
-        for T in sorted(int(t) for t in timesteps):
-            rate_snn.timesteps = T
-            best = rate_snn_energy(model, rate_snn, x, y)
-            search.append({"timesteps": T, "accuracy": best["accuracy"],
-                           "energy_j": best["energy_per_inference_j"]["total"]})
-            if best["accuracy"] >= target - 1e-12:
-                break
-    finally:
-        rate_snn.timesteps = before
+    for counts in rate_step_counts(rate_snn, x, y, timesteps, target=target):
+        best = rate_counts_energy(model, counts, x)
+        search.append({"timesteps": counts.timesteps, "accuracy": best["accuracy"],
+                       "energy_j": best["energy_per_inference_j"]["total"]})
     best["target_accuracy"] = target
     best["reached"] = best["accuracy"] >= target - 1e-12
     best["search"] = search

@@ -14,10 +14,10 @@ import torch
 import spikec
 from spikec.errors import SpikecError
 from spikec.data.sample import stratified_indices
-from spikec.hardware.baselines import (RateBaselineOptions, digital_energy, rate_snn_energy, reram_adc_energy,
-                                       value_network)
+from spikec.hardware.baselines import (RateBaselineOptions, digital_energy, iso_accuracy_rate, rate_snn_energy,
+                                       reram_adc_energy, value_network)
 from spikec.hardware.calibration import compare_with_chip
-from spikec.hardware.comparison import PERuns, equal_accuracy_comparison
+from spikec.hardware.comparison import ACCURACY_MARGIN, PERuns, equal_accuracy_comparison
 from spikec.hardware.config import HardwareConfig
 from spikec.hardware.evaluate import EnergyResult, PEModel
 from spikec.hardware.report import add_energy_per_mac
@@ -98,16 +98,27 @@ def energy_study(
     converting the rate baseline. ``rate_snn``: a rate SNN to use as the baseline (default:
     converted from the same network at ``rate_timesteps``, default ``2**window_bits`` steps).
     ``iso_accuracy`` also finds the fewest steps (of :data:`RATE_TIMESTEPS`) at which the rate SNN
-    is within 1 point of the PE's accuracy, and reports that baseline too. ``train``: training
+    is within 1 point of the PE's accuracy, and reports that baseline too (with ``train``, the
+    comparison's percentile search on the same network, run once). ``train``: training
     ``(inputs, labels)``; with it the report gets the ``comparison`` block
     (:func:`spikec.hardware.comparison.equal_accuracy_comparison`: percentile and QCFS rate SNNs
     at equal accuracy, wake-up, shares of the mechanisms) built with ``rate_options``.
     """
     t0 = time.perf_counter()
+    stages: dict[str, float] = {}
+    clock = [t0]
+
+    def lap(name: str) -> None:  # seconds of each stage, for the report (where the study's time goes)
+        now = time.perf_counter()
+        stages[name] = stages.get(name, 0.0) + now - clock[0]
+        clock[0] = now
+
     model = PEModel.from_snn(snn, config)
     options = RunOptions.from_config(config)
     calib = model.calibrate(calibration_inputs(calib_x, calib_y, config.calib_samples, config.seed))
+    lap("map_and_calibrate")
     software = software_reference(snn, x, y, config.window_bits)
+    lap("snn_reference")
 
     varied = has_variation(config)
     main_chips = model.chips(chips) if varied else model.nominal()
@@ -115,22 +126,13 @@ def energy_study(
     main = model.evaluate(main_chips, x, y, options, thr)
     no_pg = model.evaluate(main_chips, x, y, options.replace(power_gating=False), thr)
     no_tta = model.evaluate(main_chips, x, y, options.replace(tta=False), thr)
+    lap("main_and_ablations")
     reuse = {float(options.tta_fraction): main} if options.tta and not varied else None  # main run = nominal chip
     tta = model.tta_curve(x, y, tta_fractions, options, progress, known=reuse)
+    lap("tta_curve")
     variation = model.variation_sweep(x, y, calib, sigmas, compensations, chips, options, progress)
+    lap("variation_sweep")
 
-    T = int(rate_timesteps or config.window_steps)
-    baselines = {}
-    try:
-        rate_net = rate_snn if rate_snn is not None else rate_snn_for(snn, calib_x, T)
-        baselines["rate_snn_crossbar"] = rate_snn_energy(model, rate_net, x, y)
-        if iso_accuracy and rate_snn is None:
-            baselines["rate_snn_crossbar_iso_accuracy"] = _iso_accuracy_rate(model, snn, calib_x, x, y, main.accuracy)
-    except SpikecError as exc:  # e.g. a network the rate converter or the alignment cannot handle
-        baselines["rate_snn_crossbar"] = {"error": str(exc), "energy_per_inference_j": {"total": None}}
-    baselines["ann_digital_fp32"] = digital_energy(model, "fp32")
-    baselines["ann_digital_int8"] = digital_energy(model, "int8")
-    baselines["ann_reram_adc"] = reram_adc_energy(model, x)
     comparison = None
     if train is not None:
         wake = config.wakeup_on_input
@@ -138,7 +140,27 @@ def energy_study(
                  (options.power_gating, False, wake): no_tta}
         runs = PERuns(model, main_chips, x, y, options, thr, known)
         comparison = equal_accuracy_comparison(model, snn, runs, train[0], train[1],
-                                               rate_options or RateBaselineOptions(), rate_snn)
+                                               rate_options or RateBaselineOptions(), rate_snn, calib=calib_x)
+        lap("comparison")
+
+    T = int(rate_timesteps or config.window_steps)
+    baselines = {}
+    try:
+        rate_net = rate_snn if rate_snn is not None else rate_snn_for(snn, calib_x, T)
+        baselines["rate_snn_crossbar"] = rate_snn_energy(model, rate_net, x, y, timesteps=None if rate_snn is not None else T)
+        if iso_accuracy and rate_snn is None:
+            shared = ((comparison or {}).get("rate") or {}).get("percentile")
+            if shared is not None and "error" not in shared:  # the same network (calib_x) and target: searched once
+                baselines["rate_snn_crossbar_iso_accuracy"] = dict(shared)
+            else:
+                baselines["rate_snn_crossbar_iso_accuracy"] = iso_accuracy_rate(
+                    model, rate_net, x, y, main.accuracy - ACCURACY_MARGIN, RATE_TIMESTEPS)
+    except SpikecError as exc:  # e.g. a network the rate converter or the alignment cannot handle
+        baselines["rate_snn_crossbar"] = {"error": str(exc), "energy_per_inference_j": {"total": None}}
+    baselines["ann_digital_fp32"] = digital_energy(model, "fp32")
+    baselines["ann_digital_int8"] = digital_energy(model, "int8")
+    baselines["ann_reram_adc"] = reram_adc_energy(model, x)
+    lap("baselines")
     total = main.energy["total"]
     for b in baselines.values():
         other = b["energy_per_inference_j"]["total"]
@@ -171,6 +193,7 @@ def energy_study(
         "ann_macs": model.program.ann_macs,
         "calibration": compare_with_chip(config),
         "seconds": time.perf_counter() - t0,
+        "stage_seconds": stages,
     }
     if comparison is not None:
         report["comparison"] = comparison
@@ -181,20 +204,6 @@ def energy_study(
         "window_steps": config.window_steps,
     }
     return Study(report, events)
-
-
-def _iso_accuracy_rate(model: PEModel, snn, calib_x, x, y, target: float) -> dict:
-    """The rate baseline at the fewest steps reaching ``target - 0.01`` accuracy (the largest tried otherwise)."""
-    ann = value_network(snn)
-    best = None
-    for T in RATE_TIMESTEPS:
-        net = spikec.convert(ann, calib_x, coding="rate", timesteps=T)
-        entry = rate_snn_energy(model, net, x, y)
-        best = entry
-        if entry["accuracy"] >= target - 0.01:
-            break
-    best["target_accuracy"] = target - 0.01
-    return best
 
 
 def summary(report: dict, out_dir: str | None = None) -> dict:

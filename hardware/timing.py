@@ -30,6 +30,7 @@ from spikec.hardware.config import HardwareConfig
 from spikec.hardware.crossbar import ChipLayer
 from spikec.hardware.energy import layer_energy
 from spikec.hardware.extract import fold_outputs, unroll_inputs
+from spikec.hardware.source_energy import source_layer_energy
 
 INF = float("inf")
 
@@ -160,14 +161,16 @@ def run_layer(
     m = torch.where(m < stop.unsqueeze(-1), m, torch.full_like(m, INF))
     energy = None
     if with_energy:
-        energy = _energy(chip, unroll_inputs(layer, steps_in, INF), m, stop, config, options)
+        energy = source_layer_energy(chip, steps_in, m, stop, config, options.power_gating)
     out = fold_outputs(layer, m)
     return LayerRun(out, stop, energy, values if keep else None, charge if keep else None)
 
 
-def _energy(chip: ChipLayer, t_unf: torch.Tensor, m: torch.Tensor, stop: torch.Tensor,
-            config: HardwareConfig, options: RunOptions) -> dict:
-    """Accounting of one layer run (steps counted from the opening of the source window)."""
+def unrolled_energy(chip: ChipLayer, steps_in: torch.Tensor, m: torch.Tensor, stop: torch.Tensor,
+                    config: HardwareConfig, options: RunOptions) -> dict:
+    """Accounting of one layer run by :func:`layer_energy` on the unrolled row times (steps counted from the
+    opening of the source window): the specification :func:`source_layer_energy`, which ``run_layer`` uses, equals."""
+    t_unf = unroll_inputs(chip.crossbar.layer, steps_in.to(torch.float64), INF)
     xb = chip.crossbar
     S = config.window_steps
     lead = t_unf.shape[:-1]

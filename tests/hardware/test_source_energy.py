@@ -1,0 +1,58 @@
+"""The PE's accounting from source spike times equals layer_energy on the unrolled rows, term by term."""
+import pytest
+import torch
+
+import spikec.hardware.timing as timing
+from spikec.conversion.ttfs import convert_ttfs
+from spikec.hardware.config import HardwareConfig
+from spikec.hardware.evaluate import PEModel
+from spikec.hardware.simulate import run_program
+from spikec.hardware.source_energy import source_layer_energy
+from spikec.models import build_model
+
+KEYS = ("crossbar", "neuron", "driver", "buffer", "static", "total", "opamp", "comparator", "spike", "wakeup",
+        "latency_s", "spikes_in", "spikes_out")
+
+
+@pytest.fixture(scope="module")
+def small_resnet():
+    """Residual (replayed copy rows), strided and padded convolutions, a bias on every layer."""
+    torch.manual_seed(0)
+    ann = build_model("resnet", (3, 8, 8), 10, depth=20, width=0.25).double().eval()
+    return convert_ttfs(ann, torch.rand(32, 3, 8, 8, dtype=torch.float64), time_bits=4)
+
+
+def _compare_every_layer(monkeypatch, snn, x, config, options, chips):
+    calls = []
+
+    def both(chip, steps_in, m, stop, cfg, power_gating):
+        fast = source_layer_energy(chip, steps_in, m, stop, cfg, power_gating)
+        ref = timing.unrolled_energy(chip, steps_in, m, stop, cfg, options.replace(power_gating=power_gating))
+        for k in KEYS:
+            assert torch.allclose(fast[k], ref[k], rtol=1e-10, atol=0), (chip.crossbar.layer.name, k)
+        calls.append(float(ref["total"].sum()))
+        return fast
+
+    monkeypatch.setattr(timing, "source_layer_energy", both)
+    model = PEModel.from_snn(snn, config)
+    chip_set = model.chips(chips) if chips > 1 else model.nominal()
+    run_program(model.program, chip_set, x, config, options, with_energy=True)
+    assert len(calls) == len(model.crossbars) and all(c > 0 for c in calls)
+
+
+@pytest.mark.parametrize("gating, tta, wakeup, late_bias", [
+    (True, True, False, 1), (False, False, False, 1), (True, False, True, 4), (False, True, True, 16),
+])
+def test_residual_network_on_varied_chips(monkeypatch, small_resnet, gating, tta, wakeup, late_bias):
+    config = HardwareConfig(window_bits=4, tile_rows=64, tile_cols=32, sigma=0.1, power_gating=gating,
+                            wakeup_on_input=wakeup, late_bias=late_bias)
+    x = torch.rand(5, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    options = timing.RunOptions(power_gating=gating, tta=tta, tta_fraction=0.5)
+    _compare_every_layer(monkeypatch, small_resnet, x, config, options, chips=3)
+
+
+def test_lenet_with_position_copies(monkeypatch, lenet_snn, digits):
+    # four copies of each conv layer: positions run on different (varied) conductances
+    config = HardwareConfig(tile_rows=32, tile_cols=32, conv_copies=4, sigma=0.2)
+    x = digits[1].tensors[0][:6].double()
+    _compare_every_layer(monkeypatch, lenet_snn, x, config, timing.RunOptions(), chips=2)
