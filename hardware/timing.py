@@ -29,7 +29,7 @@ from spikec.conversion.ttfs_neuron import fire_stepped
 from spikec.hardware.config import HardwareConfig
 from spikec.hardware.crossbar import ChipLayer
 from spikec.hardware.energy import layer_energy
-from spikec.hardware.extract import fold_outputs, unroll_inputs
+from spikec.hardware.extract import conv_index, fold_outputs, unroll_index, unroll_inputs
 from spikec.hardware.source_energy import source_layer_energy
 
 INF = float("inf")
@@ -88,6 +88,64 @@ def chip_charge(chip: ChipLayer, values: torch.Tensor) -> torch.Tensor:
     return q + b.unsqueeze(1)
 
 
+def _conv_split(layer) -> tuple[int, torch.Tensor] | None:
+    """``(c, rest)``: the first ``c * kh * kw`` rows of ``layer`` are the taps of a plain convolution over the
+    first ``c`` channels of its stacked source map (cached); ``rest`` indexes the remaining rows. ``None`` if not."""
+    cached = getattr(layer, "_conv_split", False)
+    if cached is not False:
+        return cached
+    out = None
+    g = layer.conv
+    if g is not None and len(layer.in_shape) == 3:
+        idx = unroll_index(layer)
+        H, W = layer.in_shape[1:]
+        kh, kw = g.kernel
+        shapes = layer.source_shapes or (layer.in_shape,)
+        for c in dict.fromkeys([layer.in_shape[0], shapes[0][0] if len(shapes[0]) == 3 else 0]):
+            n = c * kh * kw
+            if 0 < c and n <= idx.shape[1] and idx.shape[0] == g.positions \
+                    and torch.equal(idx[:, :n], conv_index(c, g, (H, W))):
+                out = (c, torch.arange(n, idx.shape[1]))
+                break
+    object.__setattr__(layer, "_conv_split", out)
+    return out
+
+
+def conv_charge(chip: ChipLayer, v_in: torch.Tensor) -> torch.Tensor | None:
+    """``[C, B, P, K]`` charge of a convolution layer from its source map ``v_in`` ``[C, B, *in_shape]``, or ``None``.
+
+    The first rows of a convolution layer (all of them, or all but the replayed skip rows of a
+    residual block) are the taps of a plain convolution over the first channels of the stacked
+    source map, so their crossbar product is ``conv2d`` of the map with each chip's weights: the
+    sums :func:`chip_charge` takes over the unrolled values, without building them (profiling a
+    CIFAR ResNet-20 put half of a run in that gather and product). Other rows are gathered.
+    Needs one copy of the cells (positions on different copies use different weights).
+    """
+    layer = chip.crossbar.layer
+    split = _conv_split(layer)
+    if split is None or chip.weight.shape[1] != 1:
+        return None
+    c_in, rest = split
+    g = layer.conv
+    kh, kw = g.kernel
+    C, _, N, K = chip.weight.shape
+    n = c_in * kh * kw
+    x = v_in[..., :c_in, : g.crop[0], : g.crop[1]]
+    w = chip.weight[:, 0].to(v_in.dtype)  # [C, N, K]
+    wc = w[:, :n].transpose(1, 2).reshape(C, K, c_in, kh, kw)
+    out = []
+    for c in range(C):
+        y = torch.nn.functional.conv2d(x[c], wc[c], stride=g.stride, padding=g.padding, dilation=g.dilation)
+        out.append(y.flatten(2).transpose(1, 2))  # [B, P, K], positions row-major as in conv_index
+    q = torch.stack(out)
+    if rest.numel():
+        idx = unroll_index(layer)[:, rest]
+        v_rest = unroll_inputs(layer, v_in, 0.0, index=idx)  # [C, B, P, r]
+        B, P = v_rest.shape[1:3]
+        q = q + torch.bmm(v_rest.reshape(C, B * P, -1), w[:, rest]).reshape(C, B, P, K)
+    return q + chip.bias[:, :1].to(v_in.dtype).unsqueeze(1)
+
+
 def fire_steps(charge: torch.Tensor, ramp: torch.Tensor, threshold: torch.Tensor, steps: int, windows: int = 1) -> torch.Tensor:
     """Firing step (``0 .. windows*steps - 1``, ``inf`` if none) of neurons ramping with slope ``ramp``.
 
@@ -143,9 +201,13 @@ def run_layer(
     steps_in = steps_in.to(torch.float64)
     # values on the source maps first, then one gather (the unrolled tensor is the big one)
     v_in = torch.where(steps_in < S, (S - steps_in) / S, torch.zeros_like(steps_in))
-    values = unroll_inputs(layer, v_in.to(options.charge_dtype), 0.0)  # [C, B, P, N]
-    P = values.shape[2]
-    charge = chip_charge(chip, values).to(torch.float64)
+    charge = None if keep else conv_charge(chip, v_in.to(options.charge_dtype))
+    values = None
+    if charge is None:
+        values = unroll_inputs(layer, v_in.to(options.charge_dtype), 0.0)  # [C, B, P, N]
+        charge = chip_charge(chip, values)
+    charge = charge.to(torch.float64)
+    P = charge.shape[2]
     theta = torch.ones_like(chip.ramp) if threshold_scale is None else threshold_scale.to(charge.dtype)
     ramp = per_position(chip.ramp, P).unsqueeze(1)
     theta = per_position(theta, P).unsqueeze(1)

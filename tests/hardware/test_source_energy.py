@@ -56,3 +56,22 @@ def test_lenet_with_position_copies(monkeypatch, lenet_snn, digits):
     config = HardwareConfig(tile_rows=32, tile_cols=32, conv_copies=4, sigma=0.2)
     x = digits[1].tensors[0][:6].double()
     _compare_every_layer(monkeypatch, lenet_snn, x, config, timing.RunOptions(), chips=2)
+
+
+def test_conv_charge_equals_the_unrolled_product(small_resnet, lenet_snn):
+    from spikec.hardware.extract import unroll_inputs
+
+    used = 0
+    for snn, shape in ((small_resnet, (3, 8, 8)), (lenet_snn, (1, 8, 8))):
+        model = PEModel.from_snn(snn, HardwareConfig(window_bits=4, sigma=0.2))
+        for chip in model.chips(3):
+            layer = chip.crossbar.layer
+            v = torch.rand(3, 4, *layer.in_shape, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+            v = v * (v > 0.3)  # silent sources read zero
+            fast = timing.conv_charge(chip, v)
+            if fast is None:
+                continue
+            used += 1
+            ref = timing.chip_charge(chip, unroll_inputs(layer, v, 0.0))
+            assert fast.shape == ref.shape and torch.allclose(fast, ref, rtol=1e-12, atol=1e-12), layer.name
+    assert used >= 10  # the convolutions of both networks took the fast path
