@@ -107,14 +107,22 @@ class PEModel:
 
     def evaluate(self, chips, x, y, options: RunOptions, thresholds=None, batch_size: int | None = None) -> EnergyResult:
         """Accuracy, energy, latency and spikes of ``chips`` on ``(x, y)``."""
+        return self.evaluate_accountings(chips, x, y, options, thresholds, batch_size)[0]
+
+    def evaluate_accountings(self, chips, x, y, options: RunOptions, thresholds=None,
+                             batch_size: int | None = None) -> list[EnergyResult]:
+        """:meth:`evaluate` under ``options`` and, from the same simulation, under each of
+        ``options.extra_accountings`` (``(power_gating, wakeup_on_input)``): one result each, in that order."""
         batch_size = batch_size or self.batch_size(chips[0].chips, True)
         S = self.config.window_steps
         names = self.layer_names
-        sums = {n: {k: 0.0 for k in ENERGY_KEYS + ("latency_s", "spikes_out", "spikes_in")} for n in names}
+        A = 1 + len(options.extra_accountings)
+        keys = ENERGY_KEYS + ("latency_s", "spikes_out", "spikes_in")
+        sums = [{n: {k: 0.0 for k in keys} for n in names} for _ in range(A)]
         hist = {n: torch.zeros((2 if xb.layer.readout else 1) * S, dtype=torch.float64)
                 for n, xb in zip(names, self.crossbars)}
         stop_sum = {n: 0.0 for n in names}
-        per_sample = {k: [] for k in ("energy_j", "latency_s", "spikes", "correct")}
+        per_sample = [{k: [] for k in ("energy_j", "latency_s", "spikes", "correct")} for _ in range(A)]
         correct = 0
         count = 0
         C = chips[0].chips
@@ -124,23 +132,31 @@ class PEModel:
             ok = run.predictions == yb
             correct += int(ok.sum())
             count += ok.numel()
-            e_tot = torch.zeros_like(ok, dtype=torch.float64)
-            lat = torch.zeros_like(e_tot)
-            spikes = torch.zeros_like(e_tot)
             for n in names:
                 lr = run.layers[n]
-                for k in sums[n]:
-                    sums[n][k] += float(lr.energy[k].sum())
-                e_tot += lr.energy["total"]
-                lat += lr.energy["latency_s"]
-                spikes += lr.energy["spikes_out"]
                 fired = lr.steps[torch.isfinite(lr.steps)]
                 hist[n] += torch.bincount(fired.long(), minlength=hist[n].numel())[: hist[n].numel()].to(torch.float64)
                 stop_sum[n] += float(lr.stop.mean(-1).sum())
-            per_sample["energy_j"].append(e_tot)
-            per_sample["latency_s"].append(lat)
-            per_sample["spikes"].append(spikes)
-            per_sample["correct"].append(ok)
+            for i in range(A):
+                e_tot = torch.zeros_like(ok, dtype=torch.float64)
+                lat = torch.zeros_like(e_tot)
+                spikes = torch.zeros_like(e_tot)
+                for n in names:
+                    lr = run.layers[n]
+                    energy = lr.energy if i == 0 else lr.extra_energy[i - 1]
+                    for k in keys:
+                        sums[i][n][k] += float(energy[k].sum())
+                    e_tot += energy["total"]
+                    lat += energy["latency_s"]
+                    spikes += energy["spikes_out"]
+                per_sample[i]["energy_j"].append(e_tot)
+                per_sample[i]["latency_s"].append(lat)
+                per_sample[i]["spikes"].append(spikes)
+                per_sample[i]["correct"].append(ok)
+        return [self._result(sums[i], hist, stop_sum, per_sample[i], correct, count, C) for i in range(A)]
+
+    def _result(self, sums, hist, stop_sum, per_sample, correct, count, C) -> EnergyResult:
+        names = self.layer_names
         layers = {}
         for n, xb in zip(names, self.crossbars):
             s = sums[n]
@@ -162,7 +178,7 @@ class PEModel:
             accuracy=correct / max(count, 1), chips=C, energy=energy,
             latency_s=sum(layers[n]["latency_s"] for n in names),
             spikes=sum(layers[n]["spikes_per_inference"] for n in names),
-            layers=layers, histograms=hist,
+            layers=layers, histograms={n: h.clone() for n, h in hist.items()},
             per_sample={k: torch.cat(v, dim=1) for k, v in per_sample.items()},
         )
 

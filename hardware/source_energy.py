@@ -69,9 +69,11 @@ def source_weights(chip) -> dict:
 
 
 def source_layer_energy(chip, steps_in: torch.Tensor, m: torch.Tensor, stop: torch.Tensor,
-                        config: HardwareConfig, power_gating: bool) -> dict:
+                        config: HardwareConfig, power_gating: bool, wakeup: bool | None = None) -> dict:
     """``layer_energy`` of one layer run: ``steps_in`` ``[C, B, *in_shape]`` source spike steps (``inf``: none),
-    ``m`` ``[C, B, P, K]`` firing steps in the own window, ``stop`` ``[C, B, P]`` steps each run lasted."""
+    ``m`` ``[C, B, P, K]`` firing steps in the own window, ``stop`` ``[C, B, P]`` steps each run lasted.
+    ``wakeup`` overrides ``config.wakeup_on_input``."""
+    wakeup = config.wakeup_on_input if wakeup is None else bool(wakeup)
     xb = chip.crossbar
     S = config.window_steps
     sw = source_weights(chip)
@@ -91,7 +93,7 @@ def source_layer_energy(chip, steps_in: torch.Tensor, m: torch.Tensor, stop: tor
     if xb.ramp_rows:
         conduction = conduction + ((end - S).clamp(min=0) * sw["ramp_g"].unsqueeze(1)).sum((-2, -1))
     crossbar = config.v_read**2 * dt * conduction
-    if config.wakeup_on_input:  # the first row of each run switched on: a gather, only with wake-up
+    if wakeup:  # the first row of each run switched on: a gather, only with wake-up
         first = unroll_inputs(xb.layer, steps_in.to(torch.float64), INF).amin(-1)  # [C, B, P]
         if xb.bias_rows:
             first = first.clamp(max=bias_on)
@@ -104,7 +106,7 @@ def source_layer_energy(chip, steps_in: torch.Tensor, m: torch.Tensor, stop: tor
     comparator = config.comparator_energy_j * (end - float(S)).clamp(min=0).sum((-2, -1))
     spike_count = fired.sum((-2, -1)).to(torch.float64)
     spike = config.spike_energy_j * spike_count
-    wakeup = torch.full_like(spike, config.wakeup_energy_j * P * K if power_gating or config.wakeup_on_input else 0.0)
+    wakeup = torch.full_like(spike, config.wakeup_energy_j * P * K if power_gating or wakeup else 0.0)
     onf = on.to(torch.float64)
     driver = config.driver_energy_j * (onf @ sw["D"] + sw["fixed_cols"])
     reads = onf @ sw["R"]

@@ -123,9 +123,20 @@ def energy_study(
     varied = has_variation(config)
     main_chips = model.chips(chips) if varied else model.nominal()
     thr = model.thresholds(main_chips, calib, config.compensation) if varied else None
-    main = model.evaluate(main_chips, x, y, options, thr)
-    no_pg = model.evaluate(main_chips, x, y, options.replace(power_gating=False), thr)
-    no_tta = model.evaluate(main_chips, x, y, options.replace(tta=False), thr)
+    # power gating and wake-up change only the accounting: every (gating, wake-up) pair the report and
+    # the comparison need comes from two simulations, with TTA and without
+    wake = bool(config.wakeup_on_input)
+    pairs = [(options.power_gating, wake), (False, wake)]
+    if train is not None:
+        pairs += [p for p in ((True, True), (False, False), (True, False), (False, True)) if p not in pairs]
+    with_tta = model.evaluate_accountings(main_chips, x, y, options.replace(extra_accountings=tuple(pairs[1:])), thr)
+    without = model.evaluate_accountings(main_chips, x, y, options.replace(tta=False, extra_accountings=tuple(pairs[1:])), thr)
+    known = {}
+    for tta_on, results in ((options.tta, with_tta), (False, without)):
+        for (pg, wk), r in zip(pairs, results):
+            known.setdefault((pg, tta_on, wk), r)
+    main, no_pg = with_tta[0], with_tta[1]
+    no_tta = without[0]
     lap("main_and_ablations")
     reuse = {float(options.tta_fraction): main} if options.tta and not varied else None  # main run = nominal chip
     tta = model.tta_curve(x, y, tta_fractions, options, progress, known=reuse)
@@ -135,9 +146,6 @@ def energy_study(
 
     comparison = None
     if train is not None:
-        wake = config.wakeup_on_input
-        known = {(options.power_gating, options.tta, wake): main, (False, options.tta, wake): no_pg,
-                 (options.power_gating, False, wake): no_tta}
         runs = PERuns(model, main_chips, x, y, options, thr, known)
         comparison = equal_accuracy_comparison(model, snn, runs, train[0], train[1],
                                                rate_options or RateBaselineOptions(), rate_snn, calib=calib_x)

@@ -47,6 +47,9 @@ class RunOptions:
     # dtype of the crossbar products; float32 halves the time of accuracy-only sweeps (spike times
     # move only where a charge lies within ~1e-7 of a step boundary)
     charge_dtype: torch.dtype = torch.float64
+    # (power_gating, wakeup_on_input) accountings of the same spike times computed beside the run's own:
+    # they change only the energy, so ablations of them need no simulation of their own
+    extra_accountings: tuple = ()
 
     @staticmethod
     def from_config(config: HardwareConfig) -> "RunOptions":
@@ -65,6 +68,7 @@ class LayerRun:
     energy: dict | None  # component -> [C, B]
     values: torch.Tensor | None = None  # [C, B, P, N] unrolled input values (kept for calibration)
     charge: torch.Tensor | None = None  # [C, B, P, K]
+    extra_energy: list | None = None  # one energy dict per RunOptions.extra_accountings
 
 
 def per_position(t: torch.Tensor, positions: int) -> torch.Tensor:
@@ -224,8 +228,11 @@ def run_layer(
     energy = None
     if with_energy:
         energy = source_layer_energy(chip, steps_in, m, stop, config, options.power_gating)
+        extra = [source_layer_energy(chip, steps_in, m, stop, config, bool(pg), wakeup=bool(w))
+                 for pg, w in options.extra_accountings]
     out = fold_outputs(layer, m)
-    return LayerRun(out, stop, energy, values if keep else None, charge if keep else None)
+    return LayerRun(out, stop, energy, values if keep else None, charge if keep else None,
+                    extra if with_energy else None)
 
 
 def unrolled_energy(chip: ChipLayer, steps_in: torch.Tensor, m: torch.Tensor, stop: torch.Tensor,

@@ -75,3 +75,24 @@ def test_conv_charge_equals_the_unrolled_product(small_resnet, lenet_snn):
             ref = timing.chip_charge(chip, unroll_inputs(layer, v, 0.0))
             assert fast.shape == ref.shape and torch.allclose(fast, ref, rtol=1e-12, atol=1e-12), layer.name
     assert used >= 10  # the convolutions of both networks took the fast path
+
+
+def test_accountings_of_one_run_equal_separate_runs(lenet_snn, digits):
+    import dataclasses
+
+    config = HardwareConfig(sigma=0.1)
+    model = PEModel.from_snn(lenet_snn, config)
+    chips = model.chips(2)
+    x, y = digits[1].tensors[0][:12].double(), digits[1].tensors[1][:12]
+    pairs = ((False, False), (True, True), (False, True))
+    opts = timing.RunOptions(tta_fraction=0.6)
+    results = model.evaluate_accountings(chips, x, y, opts.replace(extra_accountings=pairs), batch_size=5)
+    assert len(results) == 4
+    for (pg, wake), got in zip(((True, False),) + pairs, results):
+        alone = dataclasses.replace(model, config=config.replace(wakeup_on_input=wake))
+        want = alone.evaluate(chips, x, y, opts.replace(power_gating=pg), batch_size=5)
+        assert got.accuracy == want.accuracy
+        for k in want.energy:
+            assert got.energy[k] == pytest.approx(want.energy[k], rel=1e-12, abs=0), (pg, wake, k)
+        assert torch.equal(got.per_sample["energy_j"], want.per_sample["energy_j"])
+    assert results[0].energy["total"] < results[1].energy["total"]  # gating saves
