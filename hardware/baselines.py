@@ -386,7 +386,7 @@ def rate_networks(snn, x_train: torch.Tensor, y_train: torch.Tensor, options: Ra
 
 
 def iso_accuracy_rate(model, rate_snn, x: torch.Tensor, y: torch.Tensor, target: float,
-                      timesteps=RATE_TIMESTEPS) -> dict:
+                      timesteps=RATE_TIMESTEPS, progress: bool = False) -> dict:
     """The rate SNN at the fewest of ``timesteps`` whose accuracy reaches ``target`` (the largest if none does).
 
     One run (:func:`spikec.hardware.rate_search.rate_step_counts`) that stops at the first ``T``
@@ -395,7 +395,7 @@ def iso_accuracy_rate(model, rate_snn, x: torch.Tensor, y: torch.Tensor, target:
     (accuracy and energy at every ``T`` tried). ``rate_snn`` is not changed.
     """
     search, best = [], None
-    for counts in rate_step_counts(rate_snn, x, y, timesteps, target=target):
+    for counts in rate_step_counts(rate_snn, x, y, timesteps, target=target, progress=progress):
         best = rate_counts_energy(model, counts, x)
         search.append({"timesteps": counts.timesteps, "accuracy": best["accuracy"],
                        "energy_j": best["energy_per_inference_j"]["total"]})

@@ -71,7 +71,7 @@ def mechanism_shares(runs: PERuns) -> dict:
 
 def equal_accuracy_comparison(model, snn, runs: PERuns, x_train, y_train,
                               options: RateBaselineOptions = RateBaselineOptions(), rate_snn=None,
-                              calib=None) -> dict:
+                              calib=None, progress: bool = False) -> dict:
     """The report's ``comparison`` block (see the module docstring).
 
     ``runs`` holds the PE's chips, test inputs and run options; ``x_train, y_train`` feed the rate
@@ -98,7 +98,7 @@ def equal_accuracy_comparison(model, snn, runs: PERuns, x_train, y_train,
     for method, (_, net) in networks.items():
         t = time.perf_counter()
         try:
-            entry = iso_accuracy_rate(model, net, runs.x, runs.y, target, options.timesteps)
+            entry = iso_accuracy_rate(model, net, runs.x, runs.y, target, options.timesteps, progress)
         except SpikecError as exc:
             rate[method] = {"error": str(exc), "energy_per_inference_j": {"total": None}}
             continue

@@ -20,6 +20,7 @@ import copy
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from spikec.errors import SpikecError
 from spikec.evaluation import segment_ends
@@ -51,11 +52,13 @@ def _state_copy(snn):
 
 
 def rate_step_counts(snn, x: torch.Tensor, y: torch.Tensor, timesteps, target: float | None = None,
-                     batch_size: int = 256, chunk: int | None = DEFAULT_CHUNK, seed: int = 0) -> list[StepCounts]:
+                     batch_size: int = 256, chunk: int | None = DEFAULT_CHUNK, seed: int = 0,
+                     progress: bool = False) -> list[StepCounts]:
     """:class:`StepCounts` at each of ``timesteps`` (ascending), stopping after the first whose accuracy reaches ``target``.
 
     ``snn``: a :class:`~spikec.snn.SpikingClassifier` with direct or rate input; it is not changed.
-    Rate input of batch ``b`` is drawn from a generator seeded with ``seed + b``.
+    Rate input of batch ``b`` is drawn from a generator seeded with ``seed + b``. ``progress``: a bar
+    over the simulated steps (at most ``max(timesteps)``; the search may stop earlier).
     """
     if not getattr(snn, "prefix_consistent", False):
         raise SpikecError(f"rate baseline: {getattr(snn, 'encoding', type(snn).__name__)} input is not a prefix "
@@ -76,10 +79,13 @@ def rate_step_counts(snn, x: torch.Tensor, y: torch.Tensor, timesteps, target: f
             gen = torch.Generator(device=x.device).manual_seed(int(seed) + b) if net.encoding == "rate" else None
             runs.append({"net": net, "rec": rec, "gen": gen, "x": x[a:e], "y": y[a:e], "outs": []})
         start = 0
+        bar = tqdm(total=total, desc="rate search", unit="step", disable=not progress, leave=False)
+        stack.callback(bar.close)
         for end in segment_ends(steps, chunk):
             for r in runs:
                 net = r["net"]
                 r["outs"].append(net.net(net.encode_steps(r["x"], start, end - start, timesteps=total, generator=r["gen"])))
+            bar.update(end - start)
             start = end
             if end not in steps:
                 continue
@@ -91,6 +97,7 @@ def rate_step_counts(snn, x: torch.Tensor, y: torch.Tensor, timesteps, target: f
             spikes = tuple(torch.cat([_sample_spikes(r["rec"].layers[n]) for r in runs]) for n in names)
             neurons = tuple(runs[0]["rec"].layers[n].num_neurons for n in names)
             results.append(StepCounts(end, correct / x.shape[0], spikes, neurons))
+            bar.set_postfix(T=end, acc=f"{results[-1].accuracy:.4f}")
             if target is not None and results[-1].accuracy >= target - 1e-12:
                 break
     return results

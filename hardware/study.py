@@ -148,7 +148,8 @@ def energy_study(
     if train is not None:
         runs = PERuns(model, main_chips, x, y, options, thr, known)
         comparison = equal_accuracy_comparison(model, snn, runs, train[0], train[1],
-                                               rate_options or RateBaselineOptions(), rate_snn, calib=calib_x)
+                                               rate_options or RateBaselineOptions(), rate_snn, calib=calib_x,
+                                               progress=progress)
         lap("comparison")
 
     T = int(rate_timesteps or config.window_steps)
@@ -162,7 +163,7 @@ def energy_study(
                 baselines["rate_snn_crossbar_iso_accuracy"] = dict(shared)
             else:
                 baselines["rate_snn_crossbar_iso_accuracy"] = iso_accuracy_rate(
-                    model, rate_net, x, y, main.accuracy - ACCURACY_MARGIN, RATE_TIMESTEPS)
+                    model, rate_net, x, y, main.accuracy - ACCURACY_MARGIN, RATE_TIMESTEPS, progress)
     except SpikecError as exc:  # e.g. a network the rate converter or the alignment cannot handle
         baselines["rate_snn_crossbar"] = {"error": str(exc), "energy_per_inference_j": {"total": None}}
     baselines["ann_digital_fp32"] = digital_energy(model, "fp32")
