@@ -100,16 +100,28 @@ def layer_energy(
     wake = wake_steps(t_in, stop) if config.wakeup_on_input else torch.zeros_like(stop)
 
     crossbar = config.v_read**2 * dt * _conduction(g_sum, t_in, end, row_end)
+    col = torch.as_tensor(col_tiles, dtype=torch.float64)  # a number, or per row (allocated tiles it reaches)
+    driver = config.driver_energy_j * (driven.to(torch.float64) * col).sum((-2, -1))
+    reads = driven[..., :buffered].sum((-2, -1)).to(torch.float64)
+    return neuron_terms_and_total(config, crossbar, driver, reads, end, wake, fired, stop, fire_start, gating,
+                                  config.wakeup_on_input, _canonical_g(g_sum, t_in).shape[1], tiles)
+
+
+def neuron_terms_and_total(config: HardwareConfig, crossbar, driver, reads, end, wake, fired, stop,
+                           fire_start: float, gating: bool, wakeup_on_input: bool, copies: int, tiles: int) -> dict:
+    """The terms every accounting of a layer run shares, given its crossbar and driver energies and
+    buffer reads ``[...]``: the neuron parts from ``end`` ``[..., P, K]`` (each neuron's last step) and
+    ``wake`` ``[..., P]``, the buffer, latency and static terms from ``stop`` ``[..., P]``, and the totals
+    (:func:`layer_energy`'s equations; :mod:`spikec.hardware.source_energy` calls it too)."""
+    dt = config.cycle_s
+    P, K = end.shape[-2:]
     opamp = config.opamp_power_w * dt * (end - wake.unsqueeze(-1)).clamp(min=0).sum((-2, -1))
     comparator = config.comparator_energy_j * (end - fire_start).clamp(min=0).sum((-2, -1))
     spike_count = fired.sum((-2, -1)).to(torch.float64)
     spike = config.spike_energy_j * spike_count
-    wakeup = torch.full_like(spike, config.wakeup_energy_j * P * K if gating or config.wakeup_on_input else 0.0)
-    col = torch.as_tensor(col_tiles, dtype=torch.float64)  # a number, or per row (allocated tiles it reaches)
-    driver = config.driver_energy_j * (driven.to(torch.float64) * col).sum((-2, -1))
-    reads = driven[..., :buffered].sum((-2, -1)).to(torch.float64)
+    wakeup = torch.full_like(spike, config.wakeup_energy_j * P * K if gating or wakeup_on_input else 0.0)
     buffer = config.spike_bits * config.buffer_energy_per_bit_j * (reads + spike_count)
-    latency = dt * run_cycles(stop, _canonical_g(g_sum, t_in).shape[1])
+    latency = dt * run_cycles(stop, copies)
     static = (tiles * config.tile_leakage_w + config.control_power_w) * latency
     neuron = opamp + comparator + spike + wakeup
     total = crossbar + neuron + driver + buffer + static

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from spikec.hardware.config import HardwareConfig
-from spikec.hardware.energy import run_cycles, wake_steps
+from spikec.hardware.energy import neuron_terms_and_total, wake_steps
 from spikec.hardware.extract import unroll_index, unroll_inputs
 
 INF = float("inf")
@@ -45,10 +45,12 @@ def source_weights(chip) -> dict:
     src = _row_sources(xb)  # [P, R]
     P = src.shape[0]
     N, nb, nr = xb.input_rows, xb.bias_rows, xb.ramp_rows
-    g_row = (chip.g_pos + chip.g_neg).to(torch.float64).sum(-1)  # [C, copies, rows]
+    g_sum = (chip.g_pos + chip.g_neg).to(torch.float64)  # [C, copies, rows, K]
+    g_row = g_sum.sum(-1)  # [C, copies, rows]
     C, copies = g_row.shape[:2]
+    of_copy = torch.arange(P) % copies  # the copy position p runs on
     rows = torch.cat([torch.arange(N), N + nb + nr + torch.arange(xb.dup_of.numel())])
-    g_buf = g_row[:, torch.arange(P) % copies][:, :, rows]  # [C, P, R]
+    g_buf = g_row[:, :, rows][:, of_copy]  # [C, P, R]: rows first, so nothing [C, P, all rows] is built
     safe = torch.where(src < 0, torch.full_like(src, n_src), src).reshape(-1)
     W = torch.zeros(C, n_src + 1, dtype=torch.float64).index_add_(1, safe, g_buf.reshape(C, -1))[:, :n_src]
     col = xb.row_col_tiles.to(torch.float64)[rows].expand(P, -1).reshape(-1)
@@ -56,11 +58,10 @@ def source_weights(chip) -> dict:
     reads = torch.zeros(n_src + 1, dtype=torch.float64).index_add_(
         0, safe[(torch.arange(src.shape[1]) < N).expand(P, -1).reshape(-1)], torch.ones(P * N, dtype=torch.float64)
     )[:n_src] if N else torch.zeros(n_src, dtype=torch.float64)
-    per_pos = g_row[:, torch.arange(P) % copies]  # [C, P, rows]
     out = {
         "W": W, "D": D, "R": reads,
-        "bias_g": per_pos[:, :, N:N + nb].sum((-2, -1)),  # [C]: all positions' bias rows
-        "ramp_g": (chip.g_pos + chip.g_neg).to(torch.float64)[:, torch.arange(P) % copies][:, :, N + nb:N + nb + nr].sum(-2),
+        "bias_g": g_row[:, :, N:N + nb].sum(-1)[:, of_copy].sum(-1),  # [C]: all positions' bias rows
+        "ramp_g": g_sum[:, :, N + nb:N + nb + nr].sum(-2)[:, of_copy],  # [C, P, K]
         "fixed_cols": float(xb.row_col_tiles.to(torch.float64)[N:N + nb + nr].sum()) * P,  # bias + ramp drives
         "copies": copies,
     }
@@ -79,7 +80,6 @@ def source_layer_energy(chip, steps_in: torch.Tensor, m: torch.Tensor, stop: tor
     sw = source_weights(chip)
     C, B = steps_in.shape[:2]
     t = steps_in.to(torch.float64).reshape(C, B, -1)
-    P, K = m.shape[-2:]
     dt = config.cycle_s
     t_out = S + m.to(torch.float64) + 1
     stop = S + stop.to(torch.float64)
@@ -102,21 +102,7 @@ def source_layer_energy(chip, steps_in: torch.Tensor, m: torch.Tensor, stop: tor
         wake = wake_steps(first.unsqueeze(-1), stop)
     else:
         wake = torch.zeros_like(stop)
-    opamp = config.opamp_power_w * dt * (end - wake.unsqueeze(-1)).clamp(min=0).sum((-2, -1))
-    comparator = config.comparator_energy_j * (end - float(S)).clamp(min=0).sum((-2, -1))
-    spike_count = fired.sum((-2, -1)).to(torch.float64)
-    spike = config.spike_energy_j * spike_count
-    wakeup = torch.full_like(spike, config.wakeup_energy_j * P * K if power_gating or wakeup else 0.0)
     onf = on.to(torch.float64)
     driver = config.driver_energy_j * (onf @ sw["D"] + sw["fixed_cols"])
-    reads = onf @ sw["R"]
-    buffer = config.spike_bits * config.buffer_energy_per_bit_j * (reads + spike_count)
-    latency = dt * run_cycles(stop, sw["copies"])
-    static = (xb.tiling.tiles * config.tile_leakage_w + config.control_power_w) * latency
-    neuron = opamp + comparator + spike + wakeup
-    total = crossbar + neuron + driver + buffer + static
-    return {
-        "crossbar": crossbar, "neuron": neuron, "driver": driver, "buffer": buffer, "static": static,
-        "total": total, "opamp": opamp, "comparator": comparator, "spike": spike, "wakeup": wakeup,
-        "latency_s": latency, "spikes_in": reads, "spikes_out": spike_count,
-    }
+    return neuron_terms_and_total(config, crossbar, driver, onf @ sw["R"], end, wake, fired, stop, float(S),
+                                  power_gating, wakeup, sw["copies"], xb.tiling.tiles)

@@ -104,14 +104,14 @@ def energy_study(
     (:func:`spikec.hardware.comparison.equal_accuracy_comparison`: percentile and QCFS rate SNNs
     at equal accuracy, wake-up, shares of the mechanisms) built with ``rate_options``.
     """
-    t0 = time.perf_counter()
+    t0 = last = time.perf_counter()
     stages: dict[str, float] = {}
-    clock = [t0]
 
     def lap(name: str) -> None:  # seconds of each stage, for the report (where the study's time goes)
+        nonlocal last
         now = time.perf_counter()
-        stages[name] = stages.get(name, 0.0) + now - clock[0]
-        clock[0] = now
+        stages[name] = now - last
+        last = now
 
     model = PEModel.from_snn(snn, config)
     options = RunOptions.from_config(config)
