@@ -17,7 +17,8 @@ A layer's crossbar rows are, in order:
 
 4. copies of identity-shortcut rows: a shortcut's gain (one weight per neuron, often far larger
    than the conv weights beside it) does not set the pair's scale; it is spread over the row and
-   ``n - 1`` copies driven by the same replayed spike (one buffer read, one drive per row).
+   ``n - 1`` copies driven by the same replayed spike (one buffer read, one drive per row), ``n``
+   chosen per row by the one neuron it reaches.
 
 Weights map to levels of the layer's :func:`~spikec.hardware.mapping.cell_grid`. Cells of tiles
 that hold only zero weights are not allocated: conductance 0 (they conduct nothing, vary
@@ -97,6 +98,31 @@ def _gain_rows(layer: PELayer) -> torch.Tensor:
     return mask
 
 
+def _spread_gain_rows(levels: torch.Tensor, w: torch.Tensor, gain: torch.Tensor, step: torch.Tensor,
+                      max_level: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(levels, dup_of, dup_levels)`` with each identity row's levels spread over its own copies.
+
+    A gain row reads one source channel and reaches one neuron per position, so each row gets as
+    many copies as *its* level count needs: a column with a fine step (small conv weights) no
+    longer multiplies the copies of every other channel.
+    """
+    rows = gain.nonzero().squeeze(1)
+    q = torch.round(w[:, rows].t() / step)  # [g, K]
+    need = torch.ceil(q.abs().amax(1) / max_level - 1e-12).clamp(min=1).to(torch.long)  # [g]
+    levels = levels.clone()
+    dup_of, dup_levels = [], []
+    for n in need.unique().tolist():
+        pick = (need == n).nonzero().squeeze(1)
+        parts = split_levels(q[pick].reshape(-1), n, max_level).reshape(n, pick.numel(), q.shape[1])
+        levels[rows[pick]] = parts[0]
+        if n > 1:
+            dup_of.append(rows[pick].repeat(n - 1))
+            dup_levels.append(parts[1:].reshape(-1, q.shape[1]))
+    if not dup_of:
+        return levels, torch.zeros(0, dtype=torch.long), torch.zeros(0, q.shape[1], dtype=torch.float64)
+    return levels, torch.cat(dup_of), torch.cat(dup_levels)
+
+
 def program_crossbar(layer: PELayer, config: HardwareConfig) -> Crossbar:
     """Rows and target conductances of ``layer`` (see the module docstring)."""
     w = layer.weight.to(torch.float64)
@@ -107,13 +133,7 @@ def program_crossbar(layer: PELayer, config: HardwareConfig) -> Crossbar:
     dup_of = torch.zeros(0, dtype=torch.long)
     dup_levels = torch.zeros(0, layer.neurons, dtype=torch.float64)
     if bool(gain.any()):  # identity shortcuts: a gain of many levels spread over replayed copies of its row
-        rows = gain.nonzero().squeeze(1)
-        q = torch.round(w[:, rows].t() / step)  # [g, K]
-        n = max(1, bias_rows_needed(q.reshape(-1), grid.max_level))
-        parts = split_levels(q.reshape(-1), n, grid.max_level).reshape(n, *q.shape)
-        levels[rows] = parts[0]
-        dup_of = rows.repeat(n - 1)
-        dup_levels = parts[1:].reshape(-1, layer.neurons)
+        levels, dup_of, dup_levels = _spread_gain_rows(levels, w, gain, step, grid.max_level)
     bias_rows = 0
     parts = [levels]
     if layer.bias is not None:

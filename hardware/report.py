@@ -346,6 +346,12 @@ def render_html(report: dict, pngs: dict[str, bytes]) -> str:
     parts.append(_table(["fraction", "accuracy", "energy (nJ)", "latency (us)"],
                         [[_num(r["fraction"]), acc(r["accuracy"]), nj(r["energy_j"]), us(r["latency_s"])]
                          for r in report["tta"]]))
+    sel = report.get("tta_selection")
+    if sel:  # --tta-fraction auto: what the fraction was chosen on (training inputs, not the test set)
+        parts.append(f"<p>TTA fraction {sel['fraction']:g} chosen on {sel['samples']} training inputs: the smallest "
+                     f"that costs at most {100 * sel['tolerance']:.1f} points against "
+                     f"{acc(sel['accuracy_without_tta'])} without TTA ("
+                     + ", ".join(f"{r['fraction']:g}: {acc(r['accuracy'])}" for r in sel["curve"]) + ").</p>")
     parts.append("<h2>Variation</h2>")
     parts.append(_table(["sigma", "compensation", "accuracy mean", "accuracy std", "chips"],
                         [[_num(r["sigma"]), html.escape(r["compensation"]), acc(r["accuracy_mean"]),

@@ -6,6 +6,7 @@ plus the arrays ``events.h5`` stores; :mod:`spikec.hardware.report` writes the f
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ from spikec.hardware.config import HardwareConfig
 from spikec.hardware.evaluate import EnergyResult, PEModel
 from spikec.hardware.report import add_energy_per_mac
 from spikec.hardware.timing import RunOptions
+from spikec.hardware.tta_select import TOLERANCE, select_tta_fraction
 
 DEFAULT_SIGMAS = (0.0, 0.1, 0.2, 0.3)
 DEFAULT_COMPENSATIONS = ("none", "mfta", "ideal")
@@ -91,6 +93,8 @@ def energy_study(
     train: tuple[torch.Tensor, torch.Tensor] | None = None,
     calib_y: torch.Tensor | None = None,
     rate_options: RateBaselineOptions | None = None,
+    auto_tta: bool = False,
+    tta_tolerance: float = TOLERANCE,
 ) -> Study:
     """Everything ``report.json`` holds, for the TTFS ``snn`` on test data ``(x, y)``.
 
@@ -103,6 +107,9 @@ def energy_study(
     ``(inputs, labels)``; with it the report gets the ``comparison`` block
     (:func:`spikec.hardware.comparison.equal_accuracy_comparison`: percentile and QCFS rate SNNs
     at equal accuracy, wake-up, shares of the mechanisms) built with ``rate_options``.
+    ``auto_tta``: replace ``config.tta_fraction`` by the smallest fraction that costs at most
+    ``tta_tolerance`` accuracy on the calibration inputs (``calib_x, calib_y``; see
+    :mod:`spikec.hardware.tta_select`); the report's ``tta_selection`` says what was measured.
     """
     t0 = last = time.perf_counter()
     stages: dict[str, float] = {}
@@ -116,6 +123,14 @@ def energy_study(
     model = PEModel.from_snn(snn, config)
     options = RunOptions.from_config(config)
     calib = model.calibrate(calibration_inputs(calib_x, calib_y, config.calib_samples, config.seed))
+    tta_selection = None
+    if auto_tta and options.tta:
+        if calib_y is None:
+            raise ValueError("auto_tta needs the calibration labels calib_y")
+        tta_selection = select_tta_fraction(model, calib_x, calib_y, options, tolerance=tta_tolerance)
+        config = config.replace(tta_fraction=tta_selection["fraction"])
+        model = dataclasses.replace(model, config=config)
+        options = RunOptions.from_config(config)
     lap("map_and_calibrate")
     software = software_reference(snn, x, y, config.window_bits)
     lap("snn_reference")
@@ -206,6 +221,8 @@ def energy_study(
     }
     if comparison is not None:
         report["comparison"] = comparison
+    if tta_selection is not None:
+        report["tta_selection"] = tta_selection
     add_energy_per_mac(report, model.program.ann_macs)
     events = {
         "histograms": main.histograms,

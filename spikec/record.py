@@ -28,6 +28,7 @@ class LayerRecord:
     spikes_per_sample: list = field(default_factory=list)  # tensors [B]
     first_times: list = field(default_factory=list)  # tensors [B, N], inf where silent
     keep_times: bool = True
+    fired: int = 0  # (sample, neuron) pairs that fired at least once
 
     def add(self, counts: torch.Tensor, first: torch.Tensor | None) -> None:
         B, N = counts.shape
@@ -38,6 +39,7 @@ class LayerRecord:
         self.spikes_per_sample.append(per_sample)
         if counts.numel():
             self.max_spikes_per_neuron = max(self.max_spikes_per_neuron, float(counts.max()))
+            self.fired += int((counts > 0).sum())
         if self.keep_times:
             self.first_times.append(first.float().cpu())
 
@@ -64,9 +66,9 @@ class LayerRecord:
 
     @property
     def fired_fraction(self) -> float:
-        """Fraction of (sample, neuron) pairs that fired at least once."""
-        t = self.first_spike_times
-        return float(torch.isfinite(t).float().mean()) if t.numel() else 0.0
+        """Fraction of (sample, neuron) pairs that fired at least once (kept without the spike times)."""
+        pairs = self.samples * self.num_neurons
+        return self.fired / pairs if pairs else 0.0
 
 
 class Recording:

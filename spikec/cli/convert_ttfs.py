@@ -92,7 +92,7 @@ def _evaluate(snn, ann, test_data, batch_size: int) -> dict:
     from spikec.training import batches
 
     correct = agree = seen = 0
-    with torch.no_grad(), spikec.record(snn) as rec:
+    with torch.no_grad(), spikec.record(snn, first_spike_times=False) as rec:  # 4 bytes a neuron a sample otherwise
         for x, y in batches(test_data, batch_size):
             pred = snn(x).argmax(1)
             correct += int((pred == y).sum())

@@ -44,6 +44,9 @@ def add_parser(subparsers, parents):
     p.add_argument("--qcfs-epochs", type=int, default=5, metavar="N",
                    help="epochs of QCFS fine-tuning of the ANN for the qcfs rate baseline (default 5)")
     p.add_argument("--out", default="energy_report", metavar="DIR", help="output folder (default energy_report)")
+    p.add_argument("--tta-fraction", default=None, metavar="F|auto",
+                   help="TTA stop fraction: a number in (0, 1], or 'auto' for the smallest fraction that costs at most "
+                        "half a point on the calibration draw of the training data (default: the preset's)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 
@@ -93,6 +96,15 @@ def run(args) -> dict:
         config = load_config(args.config, base=config)
     if args.wakeup:
         config = config.replace(wakeup_on_input=True)
+    auto_tta = False
+    if args.tta_fraction is not None:
+        if args.tta_fraction == "auto":
+            auto_tta = True
+        else:
+            try:
+                config = config.replace(tta_fraction=float(args.tta_fraction))
+            except ValueError:
+                raise UsageError(f"--tta-fraction must be a number in (0, 1] or 'auto', got {args.tta_fraction!r}") from None
     if args.late_bias is not None:
         try:
             config = config.replace(late_bias=args.late_bias)
@@ -120,7 +132,7 @@ def run(args) -> dict:
     study = energy_study(snn, x, y, calib_x, config, calib_y=calib_y, chips=args.chips, sigmas=sigmas, rate_snn=rate_snn,
                          rate_timesteps=args.rate_timesteps, iso_accuracy=not args.no_iso_accuracy,
                          progress=not args.no_progress, rate_options=rate_options,
-                         train=None if args.no_iso_accuracy else train.tensors)
+                         train=None if args.no_iso_accuracy else train.tensors, auto_tta=auto_tta)
     write_report(study, args.out)
     result = summary(study.report, args.out)
     _print(study.report, result, info.name, args.out)

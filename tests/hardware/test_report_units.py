@@ -91,3 +91,30 @@ def test_cli_preset_flags(mlp_snn, tmp_path, capsys):
     assert main(["energy", str(path), "--rate-methods", "percentile,ttfs"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "yan-vlsi2019" in err[0] and "--rate-methods" in err[1] and "ttfs" in err[1]
+
+
+def test_cli_tta_fraction(mlp_snn, tmp_path, capsys):
+    """--tta-fraction auto picks on the training draw and says so; a number is taken as is; junk is exit 2."""
+    path = tmp_path / "snn.pt"
+    save_checkpoint(path, ttfs_checkpoint(mlp_snn))
+    common = ["--chips", "1", "--sigmas", "0", "--samples", "20", "--calib", "32", "--rate-timesteps", "8",
+              "--no-iso-accuracy", "--no-progress", "--json"]
+    out = tmp_path / "auto"
+    assert main(["energy", str(path), "--tta-fraction", "auto", "--out", str(out), *common]) == 0
+    report = json.loads((out / "report.json").read_text())
+    sel = report["tta_selection"]
+    assert sel["samples"] == 32 and report["config"]["tta_fraction"] == sel["fraction"]
+    last = sel["curve"][-1]  # the scan ends at the chosen fraction or at the first one below it that failed
+    assert last["fraction"] == sel["fraction"] or last["accuracy"] < sel["accuracy_without_tta"] - sel["tolerance"]
+    assert all(r["accuracy"] >= sel["accuracy_without_tta"] - sel["tolerance"] for r in sel["curve"]
+               if r["fraction"] >= sel["fraction"])
+    assert "TTA fraction" in (out / "report.html").read_text()
+    out2 = tmp_path / "fixed"
+    assert main(["energy", str(path), "--tta-fraction", "0.9", "--out", str(out2), *common]) == 0
+    fixed = json.loads((out2 / "report.json").read_text())
+    assert fixed["config"]["tta_fraction"] == 0.9 and "tta_selection" not in fixed
+    capsys.readouterr()
+    assert main(["energy", str(path), "--tta-fraction", "fast"]) == 2
+    assert main(["energy", str(path), "--tta-fraction", "1.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("--tta-fraction" in e for e in err)

@@ -31,6 +31,9 @@ def test_counts_first_times_and_totals_by_hand():
     assert layer.fired_fraction == 0.75
     assert rec.total_spikes == 6 and rec.num_neurons == 2 and rec.max_spikes_per_neuron == 3
     assert rec.spikes_per_neuron == pytest.approx(6 / 2 / 2)
+    with spikec.record(net, first_spike_times=False) as lean:  # counts only: same fired fraction, no times kept
+        net(x)
+    assert lean.layers["0"].fired_fraction == 0.75 and lean.layers["0"].first_times == []
 
 
 def test_accumulates_over_batches_and_layers_and_removes_hooks():
