@@ -23,7 +23,7 @@ from spikec.errors import UsageError
 from spikec.io.atomic import atomic_write_text
 
 PRESETS = ("twin-column", "yan-vlsi2019")
-_OPTIONAL_INTS = ("tta_time", "buffer_bits", "ann_input_bits")
+_OPTIONAL_INTS = ("tta_time", "buffer_bits", "ann_input_bits", "max_row_copies")
 
 NEUROSIM = "DNN+NeuroSim V1.4, Param.cpp (Peng, Huang, Lu, Yu; IEDM 2019 / github neurosim)"
 HOROWITZ = "M. Horowitz, 'Computing's energy problem', ISSCC 2014, 45 nm 0.9 V table"
@@ -52,6 +52,10 @@ class HardwareConfig:
                                "issue 14 mapping: a weight's G+ (and G-) is spread over this many cells on parallel "
                                "columns into the same integrator, cells_per_weight*(cell_levels-1) levels a side; 2 keeps "
                                "CIFAR networks within about a point of the SNN (16 levels alone lost ~4 points on a ResNet-20)")
+    max_row_copies: int | None = _f(None, "crossbar", "rows per ramp or identity-shortcut weight",
+                                    "issue 14 mapping: a pair's step is coarsened until its slope-1 ramp and its "
+                                    "shortcut gain each fit in this many rows; unset = no cap (a near-empty column's "
+                                    "fine step can then need hundreds of ramp and copy rows)")
     v_read: float = _f(0.1, "crossbar", "V",
                        "assumption, the read voltage of the yan-vlsi2019 preset (same device): low, in the linear I-V "
                        "region; the measured 0.257 pJ/MAC bounds it (above ~0.19 V the array alone would exceed it)")
@@ -193,6 +197,8 @@ def _validate(c: HardwareConfig) -> None:
             raise ValueError(f"hardware config: {name} must be >= 1, got {getattr(c, name)}")
     if c.tile_cols < 2 or c.tile_cols % 2:
         raise ValueError(f"hardware config: tile_cols must be even (twin columns), got {c.tile_cols}")
+    if c.max_row_copies is not None and c.max_row_copies < 1:
+        raise ValueError(f"hardware config: max_row_copies must be >= 1 or unset, got {c.max_row_copies}")
     if c.cells_per_weight < 1 or c.tile_cols < 2 * c.cells_per_weight:
         raise ValueError(f"hardware config: cells_per_weight must be >= 1 and fit a tile (2 * cells <= tile_cols = "
                          f"{c.tile_cols}), got {c.cells_per_weight}")

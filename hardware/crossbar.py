@@ -127,7 +127,7 @@ def program_crossbar(layer: PELayer, config: HardwareConfig) -> Crossbar:
     """Rows and target conductances of ``layer`` (see the module docstring)."""
     w = layer.weight.to(torch.float64)
     gain = _gain_rows(layer)
-    grid = cell_grid(w, config, ~gain if bool(gain.any()) else None)
+    grid = cell_grid(w, config, ~gain if bool(gain.any()) else None, config.max_row_copies)
     step = grid.step
     levels = grid.levels_of(w).t()  # [N, K]
     dup_of = torch.zeros(0, dtype=torch.long)

@@ -124,7 +124,8 @@ def _smallest_denominators(r: torch.Tensor, max_level: int, iterations: int = 64
     return torch.where(result <= max_level, result, torch.zeros_like(result))
 
 
-def cell_grid(weight: torch.Tensor, config: HardwareConfig, scale_rows: torch.Tensor | None = None) -> CellGrid:
+def cell_grid(weight: torch.Tensor, config: HardwareConfig, scale_rows: torch.Tensor | None = None,
+              row_budget: int | None = None) -> CellGrid:
     """The cell grid of a layer with weights ``[K, rows]`` (SNN units) on ``config``'s cells.
 
     The one definition shared by the mapping and by tools that quantize for the PE: a network whose
@@ -136,6 +137,10 @@ def cell_grid(weight: torch.Tensor, config: HardwareConfig, scale_rows: torch.Te
     An all-zero column (a pruned neuron) has no weight to set its scale: it takes the coarsest
     step of the layer's other columns (full scale 1 if there are none), so it never needs more
     ramp rows (``1 / (step m (L - 1))``) than they do; its bias rounds to that step.
+
+    ``row_budget`` (``config.max_row_copies``): each step is at least ``max(1, |gain|) / (m (L-1) row_budget)``,
+    so the pair's slope-1 ramp and its largest non-scale weight (a shortcut gain) fit in that many rows.
+    A column coarsened so is no longer on an exact grid.
     """
     L = config.cells_per_weight * (config.cell_levels - 1) + 1  # levels of one weight sign
     w = weight.detach().to(torch.float64)
@@ -154,6 +159,15 @@ def cell_grid(weight: torch.Tensor, config: HardwareConfig, scale_rows: torch.Te
     if bool(zero.any()):
         coarsest = float(step[~zero].max()) if bool((~zero).any()) else 1.0 / (L - 1)
         step = torch.where(zero, torch.full_like(step, coarsest), step)
+    if row_budget is not None:
+        others = weight.detach().to(torch.float64)
+        if scale_rows is not None and bool(scale_rows.any()):
+            others = others[:, ~scale_rows]
+        need = others.abs().amax(1).clamp(min=1.0) if others.shape[1] else torch.ones_like(step)
+        floor = need / ((L - 1) * int(row_budget))
+        coarsened = step < floor * (1 - 1e-12)
+        step = torch.where(coarsened, floor, step)
+        on_grid = on_grid & ~coarsened
     return CellGrid(step, config.cell_levels, on_grid | zero, config.cells_per_weight)
 
 

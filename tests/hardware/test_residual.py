@@ -138,3 +138,23 @@ def test_identity_copies_follow_their_own_neuron():
     assert xb.dup_of.tolist() == [5] * (need[2] - 1)  # only channel 2's row is copied
     chip = make_chips(xb, cfg, 1, 0)
     assert torch.allclose(chip.weight[0, 0, 3:, :], torch.eye(3, dtype=torch.float64), atol=1e-12)
+
+
+def test_row_budget_caps_ramp_and_copy_rows():
+    """max_row_copies coarsens only the fine column: its ramp and shortcut fit in the budget, by hand."""
+    base = HardwareConfig(window_bits=4, tile_rows=128, tile_cols=128, cell_levels=16, sigma=0.0)
+    layer = _gain_layer([1.0, 0.5, 0.002])
+    free = program_crossbar(layer, base)
+    capped = program_crossbar(layer, base.replace(max_row_copies=8))
+    L1 = free.grid.max_level  # 2 cells x 15 levels = 30
+    assert free.ramp_rows > 8 and capped.ramp_rows <= 8
+    # by hand: column 2's step is floored at max(1, gain 1) / (30 * 8); columns 0 and 1 keep theirs
+    assert float(capped.grid.step[2]) == pytest.approx(1.0 / (L1 * 8))
+    assert torch.equal(capped.grid.step[:2], free.grid.step[:2])
+    assert not bool(capped.grid.on_grid[2])
+    copies = torch.bincount(capped.dup_of, minlength=6)
+    assert int(copies.max()) <= 7  # the row itself plus at most 7 copies
+    chip = make_chips(capped, base.replace(max_row_copies=8), 1, 0)
+    assert torch.allclose(chip.weight[0, 0, 3:, :], torch.eye(3, dtype=torch.float64), atol=1e-12)
+    with pytest.raises(ValueError, match="max_row_copies"):
+        base.replace(max_row_copies=0)
