@@ -47,10 +47,11 @@ from spikec.training import evaluate, train  # noqa: E402
 STEPS = (1, 2, 4, 8, 16, 32, 64)
 NETWORKS = {
     # name: (spikec train flags for the architecture and recipe extras, epochs, learning rate, torch threads)
-    # VGG-16 w0.25: 8 epochs on one thread (25 min); ResNet-20: 30 epochs with label smoothing on both
-    # cores (about 55 min alone, the 60-minute budget for >= 88%)
+    # VGG-16 w0.25: 8 epochs on one thread (25 min); ResNet-20: 26 epochs on both cores (55 min, the
+    # issue's 60-minute budget for >= 88%: 87.13%). 30 epochs with label smoothing 0.1 scored 87.09% and
+    # widened the percentile-conversion gap at T=64 from 1.3 to 2.4 points, so the recipe has no smoothing.
     "vgg16": (["--model", "vgg", "--depth", "16", "--width", "0.25"], 8, "0.15", 1),
-    "resnet20": (["--model", "resnet", "--depth", "20", "--label-smoothing", "0.1"], 30, "0.2", 2),
+    "resnet20": (["--model", "resnet", "--depth", "20"], 26, "0.2", 2),
 }
 RECIPE = ["--batch-size", "128", "--optimizer", "sgd", "--nesterov", "--weight-decay", "5e-4",
           "--schedule", "onecycle", "--seed", "0"]
