@@ -123,6 +123,7 @@ def energy_study(
     model = PEModel.from_snn(snn, config)
     options = RunOptions.from_config(config)
     calib = model.calibrate(calibration_inputs(calib_x, calib_y, config.calib_samples, config.seed))
+    lap("map_and_calibrate")
     tta_selection = None
     if auto_tta and options.tta:
         if calib_y is None:
@@ -131,7 +132,7 @@ def energy_study(
         config = config.replace(tta_fraction=tta_selection["fraction"])
         model = dataclasses.replace(model, config=config)
         options = RunOptions.from_config(config)
-    lap("map_and_calibrate")
+        lap("tta_selection")
     software = software_reference(snn, x, y, config.window_bits)
     lap("snn_reference")
 

@@ -5,8 +5,9 @@ the smallest fraction without accuracy loss on the digits networks; on a CIFAR R
 more than a point (BENCHMARKS.md). :func:`select_tta_fraction` measures the nominal chip on
 training inputs (a seeded stratified draw, never test data), without TTA and at each candidate
 fraction from the largest down, and returns the smallest fraction whose accuracy stays within
-``tolerance`` of the run without TTA. Accuracy falls monotonically as ``f`` shrinks on every curve
-measured here, so the scan stops at the first fraction that loses more.
+``tolerance`` of the run without TTA. The scan stops at the first fraction that loses more: below
+it accuracy falls steeply on every curve measured here (ResNet-20: 85.8% at 0.6, 83.0% at 0.5,
+81.6% at 0.4), while above it the curve is flat within a few tenths and need not be monotone.
 """
 from __future__ import annotations
 
