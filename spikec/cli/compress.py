@@ -47,6 +47,9 @@ def add_parser(subparsers, parents):
                    help="variation-aware fine-tuning: sampled log-normal conductance variation of this sigma (default 0)")
     p.add_argument("--noise-chips", type=int, default=None, help="cycle over this many seeded training chips (default 0: a new chip every step)")
     p.add_argument("--lipschitz", type=float, default=None, help="strength of the spectral-norm (Lipschitz) penalty (default 0)")
+    p.add_argument("--threshold-jitter", type=float, default=None,
+                   help="TTFS: train under per-neuron threshold errors exp(U(-j, j)), the residual MFTA leaves "
+                        "(half its register step, 0.025 for the twin-column preset; default 0)")
     p.add_argument("--scope", choices=SCOPES, default=None, help="layer (default) or global magnitude ranking")
     p.add_argument("--schedule", choices=SCHEDULES, default=None, help="gradual (default) or oneshot pruning")
     p.add_argument("--skip-first", action="store_true", help="leave the first Conv/Linear layer dense and unquantized")
@@ -99,11 +102,13 @@ def build_config(args):
         quant = dataclasses.replace(quant, layers=selection, **cells, **given(
             bits=bits or None, mode=args.quant_mode, group=args.quant_group))
         robust = base.robust
-        if args.noise_sigma is not None or args.noise_chips is not None or args.lipschitz is not None:
+        if (args.noise_sigma is not None or args.noise_chips is not None or args.lipschitz is not None
+                or args.threshold_jitter is not None):
             from spikec.compress.config import RobustConfig
 
             robust = dataclasses.replace(robust or RobustConfig(), **given(
-                sigma=args.noise_sigma, chips=args.noise_chips, lipschitz=args.lipschitz))
+                sigma=args.noise_sigma, chips=args.noise_chips, lipschitz=args.lipschitz,
+                threshold_jitter=args.threshold_jitter))
         if robust is not None and hardware is not None:  # the cells of the PE compressed for
             robust = dataclasses.replace(robust, g_off_ratio=hardware.g_off / (hardware.g_on - hardware.g_off))
         attention = base.attention
@@ -159,7 +164,7 @@ def _check(args) -> None:
     if args.density is not None and not 0 < args.density <= 1:
         raise UsageError(f"--density must lie in (0, 1], got {args.density}")
     parse_bits(args.bits)
-    for flag in ("strength", "noise_sigma", "lipschitz"):
+    for flag in ("strength", "noise_sigma", "lipschitz", "threshold_jitter"):
         value = getattr(args, flag, None)
         if value is not None and not value >= 0:
             raise UsageError(f"--{flag.replace('_', '-')} must be >= 0, got {value}")

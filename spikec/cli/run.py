@@ -64,9 +64,13 @@ def _stages(args, out: str, codings: list[str]) -> list[tuple[str, list[str]]]:
         # longer schedule: 20 + 10 epochs lose 0.6 to 3 points at density 0.1 + 4 bits, 10 + 5 up to 4
         # (BENCHMARKS.md, compression of unseen networks)
         prune_epochs, quant_epochs = (1, 1) if q else ((20, 10) if coding == "ttfs" else (10, 5))
+        # TTFS ranks weights over all layers at once: pruning every layer to the same 10% left LeNet's
+        # 150-weight first convolution 15 weights and lost 1.1 to 3.1 points (mean 1.8, 5 of 6 draws
+        # within 2), global ranking 0.3 to 1.7 (mean 1.1, all 6; BENCHMARKS.md, digits TTFS LeNet)
+        scope = ["--scope", "global"] if coding == "ttfs" else []
         stages.append((f"compress {coding} SNN", [
             "compress", os.path.join(out, f"snn_{coding}.h5"), *common, "--density", str(args.density),
-            "--bits", str(args.bits), "--attention", "--epochs", str(prune_epochs),
+            "--bits", str(args.bits), *scope, "--attention", "--epochs", str(prune_epochs),
             "--quant-epochs", str(quant_epochs), "--out", os.path.join(out, f"snn_{coding}_compressed.h5")]))
     if "ttfs" in codings:
         energy = ["energy", os.path.join(out, "snn_ttfs.h5"), *common, "--hardware", "twin-column",

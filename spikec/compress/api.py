@@ -33,7 +33,9 @@ from spikec.compress.quantize import choose_bits, freeze_, prepare_qat_
 from spikec.compress.recalibrate import Recalibrator
 from spikec.compress.regularize import GroupSparsity, Lipschitz
 from spikec.compress.size import SizeReport, model_size
-from spikec.compress.variation import ConductanceVariation, attach_variation_, detach_variation_
+from spikec.compress.variation import (
+    ChipSteps, ConductanceVariation, ThresholdJitter, attach_variation_, detach_variation_,
+)
 from spikec.errors import UsageError
 
 
@@ -172,20 +174,29 @@ def compress_via_ann(ann: nn.Module, config: CompressConfig, train_data, convert
 @contextlib.contextmanager
 def _robustly(model: nn.Module, robust):
     """Attach sampled conductance variation and the Lipschitz penalty of ``robust`` for one phase."""
-    if robust is None or (float(robust.sigma) == 0 and float(robust.lipschitz) == 0):
+    if robust is None or (float(robust.sigma) == 0 and float(robust.lipschitz) == 0
+                          and float(robust.threshold_jitter) == 0):
         yield None, None
         return
     layers = synaptic_layers(model)
     lipschitz = Lipschitz(layers, robust.lipschitz, robust.seed) if float(robust.lipschitz) > 0 else None
-    if float(robust.sigma) == 0:
-        yield None, lipschitz
-        return
-    variation = ConductanceVariation(robust.sigma, robust.seed, robust.chips, robust.g_off_ratio)
-    attach_variation_(layers, variation, {n: forward_module(model, n) for n in layers})
+    parts = []
+    if float(robust.threshold_jitter) > 0:
+        if not _is_ttfs(model):
+            raise UsageError("threshold jitter models what MFTA leaves in a TTFS network; "
+                             f"{type(model).__name__} is not one")
+        parts.append(ThresholdJitter(model, robust.threshold_jitter, robust.seed, robust.chips))
+    if float(robust.sigma) > 0:
+        parts.append(ConductanceVariation(robust.sigma, robust.seed, robust.chips, robust.g_off_ratio))
+        attach_variation_(layers, parts[-1], {n: forward_module(model, n) for n in layers})
     try:
-        yield variation, lipschitz
+        yield (ChipSteps(parts) if parts else None), lipschitz
     finally:
-        detach_variation_(layers)
+        for p in parts:
+            if isinstance(p, ThresholdJitter):
+                p.detach()
+            else:
+                detach_variation_(layers)
 
 
 def _recalibrates(setting, model: nn.Module) -> bool:

@@ -290,7 +290,10 @@ class RobustConfig:
     ``theta ~ N(0, sigma^2)`` (0: no variation); ``chips``: cycle over that many seeded chips (0: a
     new chip every step); ``seed``: the training chips' seed (keep it apart from the evaluation's);
     ``g_off_ratio``: ``G_off / (G_on - G_off)`` of the cells (1/16 for the twin-column preset).
-    ``lipschitz``: strength of the spectral-norm penalty (0: none). Applies to every fine-tuning
+    ``lipschitz``: strength of the spectral-norm penalty (0: none). ``threshold_jitter`` (TTFS
+    networks): each training chip's neurons also fire with thresholds off by ``exp(u)``,
+    ``u ~ U(-j, j)`` per output channel, the residual MFTA leaves (``mfta_step / 2``; see
+    :class:`~spikec.compress.variation.ThresholdJitter`). Applies to every fine-tuning
     phase; with neither pruning nor quantization, ``finetune.epochs`` of variation-aware training.
     """
 
@@ -299,6 +302,7 @@ class RobustConfig:
     seed: int = 1000
     g_off_ratio: float = 1.0 / 16.0
     lipschitz: float = 0.0
+    threshold_jitter: float = 0.0
 
     def __post_init__(self):
         if not 0.0 <= float(self.sigma) <= 2.0:
@@ -309,6 +313,8 @@ class RobustConfig:
             raise ValueError(f"g_off_ratio must be >= 0, got {self.g_off_ratio}")
         if not float(self.lipschitz) >= 0:
             raise ValueError(f"lipschitz must be >= 0, got {self.lipschitz}")
+        if not 0.0 <= float(self.threshold_jitter) <= 1.0:
+            raise ValueError(f"threshold_jitter must lie in [0, 1], got {self.threshold_jitter}")
 
 
 @dataclass(frozen=True)

@@ -145,7 +145,8 @@ def _pre_forward(module: nn.Module, inputs) -> None:
     noise = module.__dict__.get(NOISE)
     if noise is not None:
         exact = module.weight if quantizer is not None else module._parameters["weight_fp"]
-        module.weight = noise(exact) if module.training else exact
+        # a view, never the Parameter itself: assigning a Parameter would register it as "weight" again
+        module.weight = noise(exact) if module.training else exact.view_as(exact)
 
 
 def _owner_pre_forward(owner: nn.Module, inputs) -> None:

@@ -118,3 +118,51 @@ def detach_variation_(layers: dict[str, nn.Module]) -> None:
         else:
             refresh(m)
         drop_hook_if_idle(m)
+
+
+class ThresholdJitter:
+    """Per-neuron threshold errors of a TTFS network, one draw per chip: what MFTA leaves behind.
+
+    MFTA (``spikec.hardware.mfta``) sets each neuron's threshold scale to the register level nearest
+    the one its chip needs, so a compensated neuron still fires as if its threshold were off by a
+    factor ``exp(u)``, ``u`` within half a register step. Training under ``u ~ U(-jitter, jitter)``
+    per output channel (one column pair drives every position of a convolution) teaches the network
+    to tolerate that residual; ``jitter = mfta_step / 2`` matches the register. Chips are seeded by
+    ``(seed, chip, layer)`` as :class:`ConductanceVariation`'s; eval mode sees the exact thresholds
+    once :meth:`detach` has run.
+    """
+
+    def __init__(self, model: nn.Module, jitter: float, seed: int = 0, chips: int = 0):
+        if not float(jitter) >= 0:
+            raise ValueError(f"threshold jitter must be >= 0, got {jitter}")
+        self.jitter, self.seed, self.chips = float(jitter), int(seed), int(chips)
+        self.layers = [m for m in model.modules() if hasattr(m, "threshold_scale") and hasattr(m, "synapses")]
+        self.chip = None
+
+    def set_step(self, step: int) -> None:
+        chip = step % self.chips if self.chips > 0 else step
+        if chip == self.chip:
+            return
+        self.chip = chip
+        for i, layer in enumerate(self.layers):
+            w = layer.synapses[0].weight
+            shape = (w.shape[0],) + (1,) * (w.dim() - 2)  # per output channel, broadcast over positions
+            gen = chip_generator(self.seed + 7919, chip, i)
+            u = (torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1) * self.jitter
+            layer.threshold_scale = u.exp().to(w)
+
+    def detach(self) -> None:
+        for layer in self.layers:
+            layer.threshold_scale = None
+        self.chip = None
+
+
+class ChipSteps:
+    """Several per-step chip draws moved together (conductances and thresholds)."""
+
+    def __init__(self, parts: list):
+        self.parts = parts
+
+    def set_step(self, step: int) -> None:
+        for p in self.parts:
+            p.set_step(step)

@@ -13,11 +13,12 @@ def _config(*flags):
 
 def test_flags_reach_the_config():
     cfg = _config("--structure", "tile", "--regularizer", "hoyer-square", "--strength", "0.01", "--bits", "8,4,4",
-                  "--noise-sigma", "0.2", "--noise-chips", "4", "--lipschitz", "0.05")
+                  "--noise-sigma", "0.2", "--noise-chips", "4", "--lipschitz", "0.05", "--threshold-jitter", "0.025")
     assert cfg.prune.granularity == "tile" and cfg.prune.regularizer == "hoyer-square" and cfg.prune.strength == 0.01
     assert (cfg.prune.tile_rows, cfg.prune.tile_cols) == (128, 128)
     assert cfg.quant.bits == (8, 4, 4) and cfg.quant.cell_levels == 0
     assert (cfg.robust.sigma, cfg.robust.chips, cfg.robust.lipschitz) == (0.2, 4, 0.05)
+    assert cfg.robust.threshold_jitter == 0.025
     assert _config("--bits", "auto").quant.bits == "auto"
     assert _config().robust is None
 
@@ -47,6 +48,7 @@ def test_toml_round_trip_of_the_new_fields(tmp_path):
     (["--noise-sigma", "-0.1"], "--noise-sigma"),
     (["--strength", "-1"], "--strength"),
     (["--noise-chips", "-2"], "--noise-chips"),
+    (["--threshold-jitter", "-0.01"], "--threshold-jitter"),
 ])
 def test_bad_values_fail_with_one_line(flags, words, capsys):
     assert main(["compress", "missing.pt", *flags]) == 2
