@@ -7,6 +7,9 @@ For each ANN checkpoint given (``spikec train`` output, e.g. ``/work/cache/cifar
 - ``rate``: the ANN-side route (``compress_via_ann``: DNR + attention on the ANN, re-convert to a
   rate SNN at ``--timesteps``, post-training 4-bit quantization on the SNN's scales), since
   surrogate-gradient BPTT of a CIFAR VGG is far beyond a 2-core CPU budget;
+- ``--ttfs-route ann``: the ANN-side route for TTFS too (re-converted at ``--time-bits``; with
+  ``--quant-group channel`` the ANN's per-channel grid survives batch-norm folding, so the SNN's
+  re-quantization does not round a second time);
 - optionally ``--structure tile`` (with ``--regularizer hoyer-square``) for tiles freed on the PE.
 
 Each row: accuracy before/after on a stratified test subset, non-zero density, compression ratio
@@ -74,12 +77,16 @@ def _config(args, hardware):
     structure = {} if not args.structure else {"granularity": args.structure, "regularizer": args.regularizer,
                                                "strength": args.strength}
     prune = PruneConfig(density=args.density, tile_rows=hardware.tile_rows, tile_cols=hardware.tile_cols,
-                        cells_per_weight=hardware.cells_per_weight, **structure)
+                        cells_per_weight=hardware.cells_per_weight, scope=args.scope, **structure)
     return CompressConfig(prune=prune, quant=QuantConfig(bits=args.bits, cell_levels=hardware.cell_levels,
-                                                                  cells_per_weight=hardware.cells_per_weight),
+                                                         cells_per_weight=hardware.cells_per_weight, group=args.quant_group),
                           attention=AttentionConfig(beta=1.0),
                           finetune=FinetuneConfig(epochs=args.epochs, quant_epochs=args.quant_epochs, seed=args.seed,
-                                                  batch_size=args.batch_size))
+                                                  batch_size=args.batch_size, lr=args.lr, augment=args.augment))
+
+
+def _progress(phase, r):
+    print(f"  {phase} epoch {r.epoch}: loss {r.loss:.3f}, train accuracy {r.train_accuracy:.2%} ({r.seconds:.0f}s)", flush=True)
 
 
 def run_network(path, coding, args, train, test, hardware) -> dict:
@@ -104,13 +111,14 @@ def run_network(path, coding, args, train, test, hardware) -> dict:
     before = _measure(snn, test, args.seed, hardware)
     start = time.perf_counter()
     cfg = _config(args, hardware)
-    if coding == "rate":
-        snn_c, report = compress_via_ann(copy.deepcopy(ann), cfg, train, convert)
+    route = "ann" if coding == "rate" else args.ttfs_route
+    if route == "ann":
+        snn_c, report = compress_via_ann(copy.deepcopy(ann), cfg, train, convert, progress=_progress)
     else:
         snn_c = copy.deepcopy(snn)
-        report = compress_(snn_c, cfg, train)
+        report = compress_(snn_c, cfg, train, progress=_progress)
     after = _measure(snn_c, test, args.seed, hardware)
-    row = {"network": os.path.basename(path), "coding": coding, "structure": args.structure or "weight",
+    row = {"network": os.path.basename(path), "coding": coding, "structure": args.structure or "weight", "route": route,
            "before": before, "after": after, "seconds": time.perf_counter() - start,
            "bits": dict(report.bits) or args.bits}
     print(f"{row['network']} {coding}: {before['accuracy']:.2%} -> {after['accuracy']:.2%}, "
@@ -128,7 +136,8 @@ def render(path: str = OUT) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for row in r["runs"]:
         b, a = row["before"], row["after"]
-        lines.append(f"| {row['network']} | {row['coding']} | {row['structure']} | {b['accuracy']:.2%} | {a['accuracy']:.2%} "
+        route = row.get("route", "ann" if row["coding"] == "rate" else "snn")
+        lines.append(f"| {row['network']} | {row['coding']} ({route} route) | {row['structure']} | {b['accuracy']:.2%} | {a['accuracy']:.2%} "
                      f"| {100 * (a['accuracy'] - b['accuracy']):+.1f} | {a['density']:.3f} | {a['compression_ratio']:.1f}x "
                      f"| {b['tiles']} -> {a['tiles']} |")
     lines.append(f"| {SPIKE_THRIFT['network']} | rate | weight | - | - | no significant loss | - | "
@@ -149,6 +158,14 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--quant-epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-2, help="relative learning rate of the fine-tuning (default 1e-2)")
+    p.add_argument("--scope", default="layer", choices=("layer", "global"), help="magnitude ranking per layer or over the network")
+    p.add_argument("--quant-group", default="layer", choices=("layer", "channel"),
+                   help="one weight scale per layer or per output channel (channel survives batch-norm folding "
+                        "on the ANN-side route)")
+    p.add_argument("--augment", default="auto", choices=("auto", "crop-flip", "none"), help="crop+flip while fine-tuning")
+    p.add_argument("--ttfs-route", default="snn", choices=("snn", "ann"),
+                   help="TTFS: fine-tune the SNN through the analytic simulator (snn) or the ANN, then re-convert (ann)")
     p.add_argument("--train-samples", type=int, default=5000)
     p.add_argument("--test-samples", type=int, default=1000)
     p.add_argument("--calib", type=int, default=512)

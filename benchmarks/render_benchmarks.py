@@ -1,6 +1,9 @@
 """Write BENCHMARKS.md from the per-benchmark results in benchmarks/results/*.md.
 
-    python benchmarks/render_benchmarks.py
+The CIFAR-scale sections of BENCHMARKS.md are written by hand; this script rewrites the whole file
+and would drop them, so it prints to stdout (for copying sections across) unless given ``--write``.
+
+    python benchmarks/render_benchmarks.py [--write]
 """
 import pathlib
 import re
@@ -15,7 +18,8 @@ HEADER = [
     "sessions that recorded these numbers, so every figure is from the 2-core CPU machine; the Triton kernels were "
     "validated for correctness only (under `TRITON_INTERPRET=1`), not timed.\n",
     "Raw results for the longer runs sit beside the scripts in `benchmarks/results/*.json`. "
-    "This file is written by `python benchmarks/render_benchmarks.py`.\n",
+    "The digits sections were rendered by `python benchmarks/render_benchmarks.py` from `benchmarks/results/*.md`; "
+    "the CIFAR-scale sections are written by hand from the JSON beside them (re-rendering would drop them).\n",
 ]
 
 
@@ -29,6 +33,11 @@ def main() -> None:
         for path in paths:
             if path.exists():  # every heading one level down, under the file's title
                 parts.append(re.sub(r"^(#+) ", lambda m: "#" + m.group(1) + " ", path.read_text(), flags=re.M).strip() + "\n")
+    import sys
+
+    if "--write" not in sys.argv[1:]:
+        sys.stdout.write("\n".join(parts))
+        return
     out = ROOT / "BENCHMARKS.md"
     tmp = out.with_suffix(".md.tmp")
     tmp.write_text("\n".join(parts))

@@ -48,6 +48,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--lr", type=float, default=3e-3, help="relative learning rate (default 3e-3)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--augment", default="none", choices=("auto", "crop-flip", "none"),
+                   help="augmentation while fine-tuning (default none, as the recorded rows)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--redo", action="store_true", help="retrain the robust network even if it is cached")
     p.add_argument("--networks", default="plain,robust",
@@ -66,7 +68,7 @@ def main() -> None:
     jitter = cfg.mfta_step / 2 if args.threshold_jitter is None else args.threshold_jitter
     stem = os.path.splitext(args.snn)[0]
     tag = (f"_robust{args.train_sigma:g}" + (f"_lip{args.lipschitz:g}" if args.lipschitz else "")
-           + (f"_jit{jitter:g}" if jitter else ""))
+           + (f"_jit{jitter:g}" if jitter else "") + ("" if args.augment == "none" else f"_{args.augment}"))
     robust_path = f"{stem}{tag}.h5"
     train_seconds = None
     if args.redo or not os.path.exists(robust_path):
@@ -75,7 +77,7 @@ def main() -> None:
         config = CompressConfig(prune=None, quant=None, attention=None, robust=RobustConfig(
             sigma=args.train_sigma, chips=0, seed=1000, g_off_ratio=g_off_ratio, lipschitz=args.lipschitz,
             threshold_jitter=jitter),
-            finetune=FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size))
+            finetune=FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, augment=args.augment))
         t0 = time.perf_counter()
         report = compress_(model, config, (xt, yt), progress=lambda phase, r: print(
             f"  {phase} epoch {r.epoch}: loss {r.loss:.4f}, train accuracy {100 * r.train_accuracy:.2f}% "
@@ -105,15 +107,16 @@ def main() -> None:
         t0 = time.perf_counter()
         rows = model.variation_sweep(x, y, calib, sigmas, ["none", "mfta"], args.chips, options, progress=False)
         for r in rows:
-            r.update(network=name, nominal=nominal)
+            r.update(network=name, nominal=nominal, train_seconds=train_seconds if path == robust_path else None)
             r.pop("accuracy_per_chip")
             print(f"{name:>7} sigma {r['sigma']:.1f} {r['compensation']:>5}: {100 * r['accuracy_mean']:6.2f}% "
                   f"+- {100 * r['accuracy_std']:.2f} (nominal {100 * nominal:.2f}%)", flush=True)
         print(f"  {name}: {time.perf_counter() - t0:.0f} s for {len(rows)} settings", flush=True)
         results["rows"] += rows
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+        from spikec.io.atomic import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

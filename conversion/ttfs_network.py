@@ -30,8 +30,12 @@ class TTFSNetwork(nn.Module):
                  simulation: Simulation = Simulation()):
         super().__init__()
         self.encoder = encoder
-        self.ops = nn.ModuleDict(ops)
         self.program = [(str(n), tuple(int(i) for i in ins), int(out)) for n, ins, out in program]
+        # modules in the order they run, whatever order ``ops`` came in (an HDF5 file lists its
+        # groups alphabetically): "the first layer" and per-layer lists then mean the same thing
+        # for a loaded network as for the freshly converted one
+        order = [n for n, _, _ in self.program if n in ops] + [n for n in ops if n not in {p[0] for p in self.program}]
+        self.ops = nn.ModuleDict({n: ops[n] for n in order})
         self.input_shape = tuple(int(s) for s in input_shape)
         self.simulation = simulation
         if not self.program or not isinstance(self.ops[self.program[-1][0]], TTFSReadout):

@@ -7,6 +7,7 @@ checkpoint of the same kind that ``spikec eval`` reads (plus a ``"compression"``
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 
 from spikec.cli import user_model_args
@@ -62,6 +63,9 @@ def add_parser(subparsers, parents):
     p.add_argument("--timesteps", type=int, default=None, help="fine-tune a rate/direct SNN at this T (default its own)")
     p.add_argument("--dataset", default=None, help="dataset name or path (default: the checkpoint's, else digits)")
     p.add_argument("--format", default=None, help="data format of --dataset when it is a path (default: detect)")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random crop + flip of training images while fine-tuning (default: on for images of 16x16 "
+                        "pixels or more, as spikec train)")
     p.add_argument("--batch-size", type=int, default=None, help="fine-tuning batch size (default 32: small datasets need the optimizer steps)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     user_model_args.add_arguments(p.add_argument_group("your own ANN (instead of SNN_FILE)"))
@@ -116,7 +120,8 @@ def build_config(args):
             attention = dataclasses.replace(attention or AttentionConfig(), **given(beta=args.beta))
         ft = dataclasses.replace(base.finetune, **given(
             epochs=args.epochs, quant_epochs=args.quant_epochs, lr=args.lr, timesteps=args.timesteps,
-            batch_size=args.batch_size, seed=args.seed))
+            batch_size=args.batch_size, seed=args.seed,
+            augment=None if args.augment is None else ("crop-flip" if args.augment else "none")))
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     keep_dense = args.density == 1.0 or (args.density is None and base.prune is None)

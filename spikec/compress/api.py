@@ -25,7 +25,7 @@ from torch import nn
 from spikec.compress.attention import default_attention_layers
 from spikec.compress.config import CompressConfig
 from spikec.compress.dnr import RewireStep, SparseTraining
-from spikec.compress.finetune import FinetuneEpoch, finetune
+from spikec.compress.finetune import FinetuneEpoch, augmentation, finetune
 from spikec.compress.layers import forward_module, select_layers, synaptic_layers
 from spikec.compress.masks import mask_density, masks, masks_from_weights
 from spikec.compress.prune import apply_prune_masks_, prune_
@@ -89,6 +89,8 @@ def compress_(model: nn.Module, config: CompressConfig, train_data=None, teacher
         if not report.attention_layers:
             raise UsageError(f"{type(model).__name__} has no hidden spiking or activation layer for attention transfer")
 
+    augment = augmentation(ft.augment, train_data) if train_data is not None and (prune_epochs or quant_epochs or robust_epochs) else None
+
     def tune(phase, epochs, seed, sparsity=None, group_penalty=None):
         cb = (lambda r: progress(phase, r)) if progress is not None else None
         with _robustly(model, robust) as (variation, lipschitz):
@@ -98,7 +100,8 @@ def compress_(model: nn.Module, config: CompressConfig, train_data=None, teacher
                             optimizer=ft.optimizer, relative_lr=ft.relative_lr, seed=seed,
                             teacher=teacher if use_attention else None,
                             attention=attention if use_attention else None, attention_layers=report.attention_layers,
-                            sparsity=sparsity, progress=cb, penalty=penalty, variation=variation)
+                            sparsity=sparsity, progress=cb, penalty=penalty, variation=variation,
+                            augment=augment)
 
     with _timesteps(model, ft.timesteps), _timesteps(teacher, ft.timesteps), \
             _simulating(model, ft.ttfs_simulator), _simulating(teacher, ft.ttfs_simulator):
@@ -165,7 +168,7 @@ def compress_via_ann(ann: nn.Module, config: CompressConfig, train_data, convert
             with _timesteps(snn, ft.timesteps), _simulating(snn, ft.ttfs_simulator):
                 report.history += finetune(snn, train_data, epochs=snn_quant_epochs, lr=ft.lr, batch_size=ft.batch_size,
                                            optimizer=ft.optimizer, relative_lr=ft.relative_lr, seed=ft.seed + 2,
-                                           progress=cb)
+                                           progress=cb, augment=augmentation(ft.augment, train_data))
         report.quant = freeze_(snn)
     report.size = model_size(snn)
     return snn, report

@@ -15,6 +15,7 @@ REGULARIZERS = ("none", "group-lasso", "hoyer-square")
 SCOPES = ("global", "layer")
 PRUNE_METHODS = ("magnitude", "dnr")
 SCHEDULES = ("gradual", "oneshot")
+AUGMENTATIONS = ("auto", "crop-flip", "none")
 QUANT_MODES = ("int", "binary", "binaryconnect", "ternary")
 QUANT_GROUPS = ("layer", "channel")
 ATTENTION_SOURCES = ("rate", "current", "latency")
@@ -255,6 +256,9 @@ class FinetuneConfig:
     steps in 10 epochs, and LeNet compressed to density 0.1 with 4-bit weights then kept 96.5%
     (rate) and 94.6% (TTFS) against 97.5% and 96.9% (mean of 3 seeds;
     ``benchmarks/compression_unseen.py --networks lenet --set finetune.batch_size=64``).
+    ``augment``: "auto" crops and flips images of at least 16x16 pixels as ``spikec train`` does
+    (none for digits and feature vectors), "crop-flip" insists, "none" turns it off. Fine-tuning
+    on a CIFAR training set for several epochs without it overfits, as training does.
     """
 
     epochs: int = 10
@@ -266,9 +270,11 @@ class FinetuneConfig:
     seed: int = 0
     timesteps: int = 0
     ttfs_simulator: str = "analytic"
+    augment: str = "auto"
 
     def __post_init__(self):
         _check("ttfs_simulator", self.ttfs_simulator, ("analytic", "stepped"))
+        _check("augment", self.augment, AUGMENTATIONS)
         if int(self.epochs) < 0:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
         if not float(self.lr) > 0:

@@ -21,7 +21,7 @@ from spikec.compress.attention import attention_loss, tap
 from spikec.compress.config import AttentionConfig
 from spikec.compress.dnr import SparseTraining
 from spikec.compress.masks import apply_masks_
-from spikec.errors import SpikecError
+from spikec.errors import SpikecError, UsageError
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ def finetune(
     progress=None,
     penalty=None,
     variation=None,
+    augment=None,
 ) -> list[FinetuneEpoch]:
     """Train ``model`` in place for ``epochs`` (cosine learning rate); returns per-epoch statistics.
 
@@ -59,6 +60,8 @@ def finetune(
     ``penalty()`` (a tensor) is added to every step's loss (see :mod:`spikec.compress.regularize`);
     ``variation`` (a :class:`~spikec.compress.variation.ConductanceVariation` attached to the
     model's layers) moves to the chip of each optimizer step before its forward pass.
+    ``augment(x, generator)`` transforms each training batch (teacher and student see the same
+    transformed batch), drawing from its own generator seeded from ``seed``.
 
     ``relative_lr``: each parameter tensor's learning rate is ``lr`` times its root-mean-square
     value at the start, so that every layer moves by the same fraction. Converted SNNs carry
@@ -84,6 +87,7 @@ def finetune(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         order = torch.Generator().manual_seed(seed)
+        draws = torch.Generator().manual_seed(seed + 1)  # augmentation
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
             model.train()
@@ -91,6 +95,8 @@ def finetune(
             for x, y in batches(train_data, batch_size, shuffle=True, generator=order):
                 if variation is not None:
                     variation.set_step(step)
+                if augment is not None:
+                    x = augment(x, draws)
                 at = torch.zeros(())
                 if use_attention:
                     state = torch.get_rng_state()
@@ -126,6 +132,31 @@ def finetune(
             if progress is not None:
                 progress(result)
     return history
+
+
+def augmentation(choice: str, train_data):
+    """The batch transform ``FinetuneConfig.augment`` asks for on ``train_data`` (None: no augmentation)."""
+    from spikec.data.augment import default_augmentation
+
+    if choice == "none":
+        return None
+    shape = input_shape(train_data)
+    chosen = default_augmentation(shape) if shape is not None else None
+    if choice == "crop-flip" and chosen is None:
+        raise UsageError(f"augment='crop-flip' needs images of at least 16x16 pixels; the training inputs have shape {shape}")
+    return chosen
+
+
+def input_shape(data):
+    """Shape of one training input of a ``(x, y)`` pair, a map-style dataset or a DataLoader (None if unknown)."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and torch.is_tensor(data[0]):
+        return tuple(data[0].shape[1:])
+    dataset = getattr(data, "dataset", data)
+    try:
+        x = dataset[0][0]
+    except (TypeError, IndexError, KeyError):
+        return None
+    return tuple(torch.as_tensor(x).shape)
 
 
 def _num_samples(data) -> int:

@@ -56,6 +56,9 @@ def test_bad_flags_fail_with_one_line(rate_ckpt, capsys):
     assert main(["compress", rate_ckpt, "--density", "1.5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--density" in err[0]
+    assert main(["compress", rate_ckpt, "--augment", "--epochs", "1", "--timesteps", "2"]) == 2  # 8x8 digits
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "(1, 8, 8)" in err[0]
     assert main(["compress", rate_ckpt + ".missing"]) == 1
     assert "not found" in capsys.readouterr().err
 

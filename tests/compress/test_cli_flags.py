@@ -21,6 +21,9 @@ def test_flags_reach_the_config():
     assert cfg.robust.threshold_jitter == 0.025
     assert _config("--bits", "auto").quant.bits == "auto"
     assert _config().robust is None
+    assert _config().finetune.augment == "auto"
+    assert _config("--augment").finetune.augment == "crop-flip"
+    assert _config("--no-augment").finetune.augment == "none"
 
 
 def test_hardware_sets_tiles_and_cell_levels(tmp_path):
@@ -33,7 +36,8 @@ def test_hardware_sets_tiles_and_cell_levels(tmp_path):
 def test_toml_round_trip_of_the_new_fields(tmp_path):
     from spikec.compress.config import dump_toml, load_toml
 
-    cfg = _config("--structure", "tile-row", "--regularizer", "group-lasso", "--bits", "5,4", "--noise-sigma", "0.1")
+    cfg = _config("--structure", "tile-row", "--regularizer", "group-lasso", "--bits", "5,4", "--noise-sigma", "0.1",
+                  "--no-augment")
     path = tmp_path / "c.toml"
     path.write_text(dump_toml(cfg))
     assert load_toml(str(path)) == cfg

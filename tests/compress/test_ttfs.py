@@ -111,3 +111,24 @@ def test_auto_recalibration_runs_in_rate_snns_and_not_in_ttfs_networks(monkeypat
     calls.clear()
     compress_(rate, CompressConfig(prune=PruneConfig(density=0.5, interval=1), quant=None, finetune=ft), (x, y))
     assert calls and "TTFSNetwork" not in calls
+
+
+def test_a_loaded_ttfs_network_lists_its_layers_in_forward_order(tmp_path):
+    """HDF5 lists groups alphabetically ("classifier_1" before "features_0"); skip_first must still
+    mean the first convolution and per-layer bit lists must still follow the forward pass."""
+    from spikec.checkpoint import load_model, save_checkpoint
+    from spikec.compress.config import LayerSelection
+    from spikec.compress.layers import select_layers, synaptic_layers
+    from spikec.conversion.ttfs import convert_ttfs, ttfs_checkpoint
+    from spikec.models import build_model
+
+    torch.manual_seed(0)
+    ann = build_model("vgg", (1, 8, 8), 3, layers=[4, "M"], hidden=(8,), batch_norm=False)
+    snn = convert_ttfs(ann, torch.rand(16, 1, 8, 8), time_bits=3)
+    path = save_checkpoint(tmp_path / "t.h5", ttfs_checkpoint(snn, ann))
+    loaded, _ = load_model(path)
+    names = list(synaptic_layers(loaded))
+    assert names == list(synaptic_layers(snn))
+    assert names[0].startswith("ops.features_") and names[-1].startswith("ops.readout")
+    kept = select_layers(loaded, LayerSelection(skip_first=True))
+    assert names[0] not in kept and len(kept) == len(names) - 1
