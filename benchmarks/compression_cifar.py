@@ -12,6 +12,10 @@ For each ANN checkpoint given (``spikec train`` output, e.g. ``/work/cache/cifar
   re-quantization does not round a second time);
 - optionally ``--structure tile`` (with ``--regularizer hoyer-square``) for tiles freed on the PE.
 
+On the ANN-side route the compressed ANN is cached beside its checkpoint
+(``<stem>_compressed_<settings hash>.pt``), so every coding and every rerun reuses one compression
+(``--redo`` compresses again).
+
 Each row: accuracy before/after on a stratified test subset, non-zero density, compression ratio
 (dense 32-bit weights and biases over compressed bits, index overhead included), crossbar tiles
 before/after (the PE's own mapping for TTFS, :mod:`spikec.compress.tiles`). The table ends with
@@ -89,10 +93,40 @@ def _progress(phase, r):
     print(f"  {phase} epoch {r.epoch}: loss {r.loss:.3f}, train accuracy {r.train_accuracy:.2%} ({r.seconds:.0f}s)", flush=True)
 
 
+CACHE_KEYS = ("density", "bits", "structure", "regularizer", "strength", "epochs", "quant_epochs", "batch_size", "lr",
+              "scope", "quant_group", "augment", "train_samples", "seed")
+
+
+def compressed_ann(path, args, train, hardware):
+    """The ANN of ``path`` compressed on the ANN side, cached beside it (keyed by the settings) so that
+    every coding, and a rerun, reuses one compression; returns ``(ann, report or None, seconds)``."""
+    import hashlib
+
+    from spikec.checkpoint import load_checkpoint, load_model, save_checkpoint
+    from spikec.compress import compress_
+    from spikec.compress.checkpoint import compressed_checkpoint, compression_record
+
+    key = hashlib.sha256(json.dumps({k: getattr(args, k) for k in CACHE_KEYS}, sort_keys=True).encode()).hexdigest()[:10]
+    cache = f"{os.path.splitext(path)[0]}_compressed_{key}.pt"
+    if os.path.exists(cache) and not args.redo:
+        ann, _ = load_model(cache)
+        print(f"reusing the compressed ANN {cache}", flush=True)
+        return ann.eval(), None, 0.0
+    ann, _ = load_model(path)
+    cfg = _config(args, hardware)
+    start = time.perf_counter()
+    report = compress_(ann, cfg, train, progress=_progress)
+    ann.eval()
+    seconds = time.perf_counter() - start
+    save_checkpoint(cache, compressed_checkpoint(load_checkpoint(path), ann, compression_record(ann, cfg)))
+    print(f"compressed the ANN in {seconds:.0f} s; cached as {cache}", flush=True)
+    return ann, report, seconds
+
+
 def run_network(path, coding, args, train, test, hardware) -> dict:
     from spikec.checkpoint import load_model
-    from spikec.compress import compress_, compress_via_ann
-
+    from spikec.compress import compress_
+    from spikec.compress.api import compress_converted_
     from spikec.data.sample import stratified_tensors
 
     ann, _ = load_model(path)
@@ -112,14 +146,18 @@ def run_network(path, coding, args, train, test, hardware) -> dict:
     start = time.perf_counter()
     cfg = _config(args, hardware)
     route = "ann" if coding == "rate" else args.ttfs_route
+    ann_seconds = None
     if route == "ann":
-        snn_c, report = compress_via_ann(copy.deepcopy(ann), cfg, train, convert, progress=_progress)
+        small, _, ann_seconds = compressed_ann(path, args, train, hardware)
+        start = time.perf_counter()
+        snn_c = convert(copy.deepcopy(small))
+        report = compress_converted_(snn_c, cfg)
     else:
         snn_c = copy.deepcopy(snn)
         report = compress_(snn_c, cfg, train, progress=_progress)
     after = _measure(snn_c, test, args.seed, hardware)
     row = {"network": os.path.basename(path), "coding": coding, "structure": args.structure or "weight", "route": route,
-           "before": before, "after": after, "seconds": time.perf_counter() - start,
+           "before": before, "after": after, "seconds": time.perf_counter() - start, "ann_seconds": ann_seconds,
            "bits": dict(report.bits) or args.bits}
     print(f"{row['network']} {coding}: {before['accuracy']:.2%} -> {after['accuracy']:.2%}, "
           f"{after['compression_ratio']:.1f}x, tiles {before['tiles']} -> {after['tiles']} ({row['seconds']:.0f}s)",
@@ -173,6 +211,7 @@ def main(argv=None) -> int:
     p.add_argument("--time-bits", type=int, default=6)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--redo", action="store_true", help="compress the ANN again even if a cached one matches")
     p.add_argument("--render", action="store_true")
     p.add_argument("--out", default=OUT, help="results JSON (default benchmarks/results/compression_cifar.json)")
     args = p.parse_args(argv)

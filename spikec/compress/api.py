@@ -158,12 +158,28 @@ def compress_via_ann(ann: nn.Module, config: CompressConfig, train_data, convert
     report = compress_(ann, config, train_data, teacher=teacher, progress=progress)
     ann.eval()
     snn = convert(ann)
+    after = compress_converted_(snn, config, train_data, snn_quant_epochs=snn_quant_epochs, progress=progress)
+    report.history += after.history
+    report.quant, report.size = after.quant, after.size
+    return snn, report
+
+
+def compress_converted_(snn: nn.Module, config: CompressConfig, train_data=None, snn_quant_epochs: int = 0,
+                        progress=None) -> CompressReport:
+    """The SNN half of :func:`compress_via_ann`, for an SNN converted from an already compressed ANN.
+
+    One compressed ANN then serves several codings (rate at one T, TTFS at some time bits) without
+    compressing it again: masks from the SNN's zero weights, weights quantized again on its own scales.
+    """
+    report = CompressReport()
     layers = select_layers(snn, config.prune.layers) if config.prune is not None else {}
     apply_prune_masks_(snn, masks_from_weights(layers))
     if config.quant is not None:
         ft = config.finetune
         prepare_qat_(snn, config.quant)
         if snn_quant_epochs > 0:
+            if train_data is None:
+                raise UsageError("snn_quant_epochs > 0 needs training data")
             cb = (lambda r: progress("snn-quant", r)) if progress is not None else None
             with _timesteps(snn, ft.timesteps), _simulating(snn, ft.ttfs_simulator):
                 report.history += finetune(snn, train_data, epochs=snn_quant_epochs, lr=ft.lr, batch_size=ft.batch_size,
@@ -171,7 +187,7 @@ def compress_via_ann(ann: nn.Module, config: CompressConfig, train_data, convert
                                            progress=cb, augment=augmentation(ft.augment, train_data))
         report.quant = freeze_(snn)
     report.size = model_size(snn)
-    return snn, report
+    return report
 
 
 @contextlib.contextmanager
