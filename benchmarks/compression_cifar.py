@@ -151,7 +151,9 @@ def run_network(path, coding, args, train, test, hardware) -> dict:
         small, _, ann_seconds = compressed_ann(path, args, train, hardware)
         start = time.perf_counter()
         snn_c = convert(copy.deepcopy(small))
-        report = compress_converted_(snn_c, cfg)
+        epochs = args.snn_quant_epochs if coding == "ttfs" else 0
+        tune = stratified_tensors(train, min(args.snn_quant_samples, len(train[1])), args.seed + 5) if epochs else None
+        report = compress_converted_(snn_c, cfg, tune, snn_quant_epochs=epochs, progress=_progress)
     else:
         snn_c = copy.deepcopy(snn)
         report = compress_(snn_c, cfg, train, progress=_progress)
@@ -190,7 +192,8 @@ def main(argv=None) -> int:
     p.add_argument("--codings", default="ttfs,rate")
     p.add_argument("--density", type=float, default=0.1)
     p.add_argument("--bits", type=int, default=4)
-    p.add_argument("--structure", default=None, choices=(None, "tile-row", "tile-col", "tile"))
+    p.add_argument("--structure", default=None, choices=(None, "row", "kernel", "tile-row", "tile-col", "tile"),
+                   help="pruning groups: 1 x k kernel rows, k x k kernels, or groups aligned with the crossbar tiles")
     p.add_argument("--regularizer", default="hoyer-square")
     p.add_argument("--strength", type=float, default=1e-3)
     p.add_argument("--epochs", type=int, default=2)
@@ -211,6 +214,10 @@ def main(argv=None) -> int:
     p.add_argument("--time-bits", type=int, default=6)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--snn-quant-epochs", type=int, default=0,
+                   help="ANN-side route, TTFS: quantization-aware epochs on the converted SNN through the analytic "
+                        "simulator (its biases round to the weight step, as on the PE; default 0: post-training)")
+    p.add_argument("--snn-quant-samples", type=int, default=10000, help="stratified training images of those epochs")
     p.add_argument("--redo", action="store_true", help="compress the ANN again even if a cached one matches")
     p.add_argument("--render", action="store_true")
     p.add_argument("--out", default=OUT, help="results JSON (default benchmarks/results/compression_cifar.json)")

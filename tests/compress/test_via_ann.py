@@ -64,3 +64,22 @@ def test_compress_via_ann_is_compress_then_convert_then_compress_converted():
     for a, b in zip(synaptic_layers(snn_a).values(), synaptic_layers(snn_b).values()):
         assert torch.equal(a.weight, b.weight)
     assert rep_a.size.compressed_bits == rep_b.size.compressed_bits
+
+
+def test_quantization_aware_epochs_on_the_converted_ttfs_network_keep_its_zeros_and_need_data():
+    from spikec.errors import UsageError
+
+    ann, data = _ann_and_data(2)
+    cfg = _config("channel")
+    compress_(ann, cfg, data)
+    ann.eval()
+    snn = ttfs.convert_ttfs(copy.deepcopy(ann), data[0][:32], time_bits=4)
+    with pytest.raises(UsageError, match="training data"):
+        compress_converted_(copy.deepcopy(snn), cfg, None, snn_quant_epochs=1)
+    zeros = _nonzero_pattern(ann)
+    report = compress_converted_(snn, cfg, data, snn_quant_epochs=1)
+    assert len(report.history) == 1
+    for z, layer in zip(zeros, synaptic_layers(snn).values()):
+        assert not bool(((layer.weight != 0) & ~z).any())  # pruned weights stay zero through the epochs
+        rows = layer.weight.detach().reshape(layer.weight.shape[0], -1)
+        assert max(int(r.unique().numel()) for r in rows) <= 15
