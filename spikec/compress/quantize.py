@@ -88,6 +88,11 @@ def _search_scale(w_rows: torch.Tensor, absmax_scale: torch.Tensor, unit: torch.
             candidates = [torch.where(ok, g, absmax_scale * ci) for g, ci in zip(candidates, c)]
     else:
         candidates = [absmax_scale * ci for ci in c]
+    # a group of denormal-small weights (a regulariser shrank it) makes unit / absmax overflow to inf
+    # and its grid scale 0, which would turn its zeros into NaN (0 / 0): such groups take the
+    # coarsest grid scale, the threshold itself, under which their weights round to zero
+    if unit is not None:
+        candidates = [torch.where(torch.isfinite(c_) & (c_ > 0), c_, unit) for c_ in candidates]
     best_s, best_e = candidates[0], _rounding_error(w_rows, candidates[0], qmax)
     for cand in candidates[1:]:
         e = _rounding_error(w_rows, cand, qmax)

@@ -101,3 +101,18 @@ def test_scale_search_clips_an_outlier_for_a_finer_step():
         assert s >= 0.25 * 10 / 7 - 1e-6  # the search range
         if unit:
             assert info["0"]["on_grid"] and abs(unit / s - round(unit / s)) < 1e-4
+
+
+def test_a_channel_of_denormal_weights_rounds_to_zero_instead_of_nan():
+    # a group-sparsity regulariser can shrink a whole output channel to ~1e-39 without zeroing it;
+    # threshold / (its max / 7) overflows to inf and the grid scale to 0, and 0 / 0 gave NaN weights
+    lin = nn.Linear(4, 3, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[0.5, -0.25, 0.0, 0.125], [1e-39, -1e-39, 0.0, 1e-39], [0.3, 0.0, -0.6, 0.1]]))
+    net = nn.Sequential(lin, spikec.IF(threshold=1.0))
+    info = quantize_(net, QuantConfig(bits=4, group="channel"))
+    w = lin.weight.detach()
+    assert torch.isfinite(w).all() and torch.isfinite(info["0"]["scale"]).all()
+    assert bool((info["0"]["scale"] > 0).all())
+    assert torch.equal(w[1], torch.zeros(4))
+    assert w[0].unique().numel() <= 15 and w[2].unique().numel() <= 15
