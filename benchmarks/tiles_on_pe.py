@@ -1,0 +1,61 @@
+"""Tiles and nominal-chip accuracy of a dense and a compressed ANN, both converted to TTFS, on the twin-column PE.
+
+    python benchmarks/tiles_on_pe.py runs/cifar10/vgg16_relu.pt runs/cifar10/vgg16_relu_compressed_b04ec44ab2.pt --caps none,32
+
+For each ``max_row_copies`` cap: crossbar tiles the PE's own mapping occupies (and the layer that
+holds most of them), the SNN's accuracy and the nominal chip's on a stratified test draw. A pruned
+layer whose surviving columns have small weights against the threshold gets fine per-column steps and
+many ramp rows; the cap coarsens those steps (``docs/hardware-model.md``).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import torch
+
+from spikec.checkpoint import load_model
+from spikec.compress.tiles import tile_count
+from spikec.conversion.ttfs import convert_ttfs
+from spikec.data import load_dataset
+from spikec.data.sample import stratified_tensors
+from spikec.hardware.config import preset
+from spikec.hardware.evaluate import PEModel
+from spikec.hardware.timing import RunOptions
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("anns", nargs="+", help="ANN checkpoints (dense, compressed, ...)")
+    p.add_argument("--dataset", default="../shared/data/cifar10")
+    p.add_argument("--caps", default="none,32", help="max_row_copies values (none: no cap)")
+    p.add_argument("--samples", type=int, default=500)
+    p.add_argument("--time-bits", type=int, default=6)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    hw = preset("twin-column")
+    tr, te, _ = load_dataset(args.dataset)
+    xc, _ = stratified_tensors(tr.tensors, 512, 0)
+    x, y = stratified_tensors(te.tensors, args.samples, 0)
+    caps = [None if c == "none" else int(c) for c in args.caps.split(",")]
+    print("| network | max_row_copies | tiles | largest layer (tiles) | SNN | nominal chip | seconds |")
+    print("|---|---|---|---|---|---|---|")
+    for path in args.anns:
+        snn = convert_ttfs(load_model(path)[0], xc, time_bits=args.time_bits).eval()
+        with torch.no_grad():
+            snn_acc = float(torch.cat([snn(x[i:i + 100]).argmax(1) for i in range(0, len(x), 100)]).eq(y).float().mean())
+        for cap in caps:
+            cfg = dataclasses.replace(hw, max_row_copies=cap)
+            t0 = time.perf_counter()
+            tiles = tile_count(snn, cfg)
+            big = max(tiles.layers.items(), key=lambda kv: kv[1][1])
+            pe = PEModel.from_snn(snn, cfg)
+            chip = float((pe.predict(pe.nominal(), x, RunOptions.from_config(cfg)) == y).float().mean())
+            print(f"| {path} | {cap or 'none'} | {tiles.occupied} | {big[0]} ({big[1][1]}) | {snn_acc:.1%} | {chip:.1%} "
+                  f"| {time.perf_counter() - t0:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
