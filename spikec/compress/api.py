@@ -103,6 +103,10 @@ def compress_(model: nn.Module, config: CompressConfig, train_data=None, teacher
                             sparsity=sparsity, progress=cb, penalty=penalty, variation=variation,
                             augment=augment)
 
+    if config.prune is None and (quant_epochs or robust_epochs):
+        _keep_zeros_(model)
+        report.layer_mask_density = {n: float(m.float().mean()) for n, m in masks(model).items()}
+        report.mask_density = mask_density(model)
     with _timesteps(model, ft.timesteps), _timesteps(teacher, ft.timesteps), \
             _simulating(model, ft.ttfs_simulator), _simulating(teacher, ft.ttfs_simulator):
         if config.prune is not None:
@@ -143,6 +147,17 @@ def compress_(model: nn.Module, config: CompressConfig, train_data=None, teacher
     model.train(was_training)
     report.size = model_size(model)
     return report
+
+
+def _keep_zeros_(model: nn.Module) -> None:
+    """Mask the exact zeros of layers that have no mask yet, so that training without a pruning phase
+    (quantization-aware or variation-aware epochs) keeps a network pruned earlier, or converted from a
+    pruned ANN (``spikec convert`` keeps the zeros but not the masks), as sparse as it came."""
+    current = masks(model)
+    zeros = {n: m for n, m in masks_from_weights(synaptic_layers(model)).items()
+             if n not in current and not bool(m.all())}
+    if zeros:
+        apply_prune_masks_(model, zeros)
 
 
 def compress_via_ann(ann: nn.Module, config: CompressConfig, train_data, convert, teacher: nn.Module | None = None,

@@ -69,3 +69,26 @@ def test_compress_lands_on_the_exact_density_and_keeps_masked_weights_zero():
         assert torch.all(modules[n].weight[~m] == 0)
     assert report.size.density <= report.mask_density
     assert isinstance(model, spikec.SpikingClassifier)
+
+
+def test_quantization_aware_training_without_pruning_keeps_a_pruned_network_sparse():
+    # a network pruned earlier and reloaded without its masks (or converted from a pruned ANN) keeps
+    # its zeros through quantization-aware epochs: its zeros become masks
+    torch.manual_seed(0)
+    spec = _snn_spec()
+    pruned = spec.build()
+    prune_(pruned, PruneConfig(density=0.3))
+    model = spec.build()
+    model.load_state_dict(pruned.state_dict())  # weights with zeros, no masks
+    assert not masks(model)
+    zeros = {n: m.weight.detach() == 0 for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    cfg = CompressConfig(prune=None, quant=QuantConfig(bits=4), attention=None,
+                         finetune=FinetuneConfig(epochs=3, lr=0.05, batch_size=16))
+    compress_(model, cfg, _data())
+    modules = dict(model.named_modules())
+    moved = False
+    for n, z in zeros.items():
+        w = modules[n].weight.detach()
+        assert torch.all(w[z] == 0)
+        moved |= not torch.equal(w[~z], pruned.get_submodule(n).weight.detach()[~z])
+    assert moved  # the kept weights did train
