@@ -3,7 +3,8 @@
     python benchmarks/tiles_on_pe.py runs/cifar10/vgg16_relu.pt runs/cifar10/vgg16_relu_compressed_b04ec44ab2.pt --caps none,32
 
 For each ``max_row_copies`` cap: crossbar tiles the PE's own mapping occupies (and the layer that
-holds most of them), the SNN's accuracy and the nominal chip's on a stratified test draw. A pruned
+holds most of them), the SNN's accuracy and synaptic operations, and the nominal chip's accuracy,
+energy and latency per inference on a stratified test draw. A pruned
 layer whose surviving columns have small weights against the threshold gets fine per-column steps and
 many ramp rows; the cap coarsens those steps (``docs/hardware-model.md``).
 """
@@ -40,20 +41,24 @@ def main() -> None:
     xc, _ = stratified_tensors(tr.tensors, 512, 0)
     x, y = stratified_tensors(te.tensors, args.samples, 0)
     caps = [None if c == "none" else int(c) for c in args.caps.split(",")]
-    print("| network | max_row_copies | tiles | largest layer (tiles) | SNN | nominal chip | seconds |")
-    print("|---|---|---|---|---|---|---|")
+    from spikec.compress.metrics import activity
+
+    print("| network | max_row_copies | tiles | largest layer (tiles) | SNN | SOPs per inference | nominal chip "
+          "| energy per inference (nJ) | latency (us) | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for path in args.anns:
         snn = convert_ttfs(load_model(path)[0], xc, time_bits=args.time_bits).eval()
-        with torch.no_grad():
-            snn_acc = float(torch.cat([snn(x[i:i + 100]).argmax(1) for i in range(0, len(x), 100)]).eq(y).float().mean())
+        act = activity(snn, (x, y), batch_size=100, seed=0)
+        snn_acc, sops = act.accuracy, act.sops_per_inference
         for cap in caps:
             cfg = dataclasses.replace(hw, max_row_copies=cap)
             t0 = time.perf_counter()
             tiles = tile_count(snn, cfg)
             big = max(tiles.layers.items(), key=lambda kv: kv[1][1])
             pe = PEModel.from_snn(snn, cfg)
-            chip = float((pe.predict(pe.nominal(), x, RunOptions.from_config(cfg)) == y).float().mean())
-            print(f"| {path} | {cap or 'none'} | {tiles.occupied} | {big[0]} ({big[1][1]}) | {snn_acc:.1%} | {chip:.1%} "
+            r = pe.evaluate(pe.nominal(), x, y, RunOptions.from_config(cfg))
+            print(f"| {path} | {cap or 'none'} | {tiles.occupied} | {big[0]} ({big[1][1]}) | {snn_acc:.1%} | {sops / 1e6:.2f} M "
+                  f"| {r.accuracy:.1%} | {1e9 * r.energy['total']:.1f} | {1e6 * r.latency_s:.1f} "
                   f"| {time.perf_counter() - t0:.0f} |", flush=True)
 
 
