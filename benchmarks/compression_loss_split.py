@@ -18,9 +18,9 @@ from spikec.checkpoint import load_model
 from spikec.compress import CompressConfig, PruneConfig, QuantConfig
 from spikec.compress.api import compress_converted_
 from spikec.conversion.ttfs import convert_ttfs
-from spikec.data import load_dataset
-from spikec.data.sample import stratified_tensors
 from spikec.hardware.config import preset
+
+from cifar_draws import accuracy as score, draws
 
 
 def main() -> None:
@@ -34,15 +34,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     hw = preset("twin-column")
-    tr, te, _ = load_dataset(args.dataset)
-    x, y = stratified_tensors(te.tensors, args.samples, 0)
-    xc, _ = stratified_tensors(tr.tensors, 512, 0)
-
-    def accuracy(m):
-        m.eval()
-        with torch.no_grad():
-            pred = torch.cat([m(x[i:i + 100]).argmax(1) for i in range(0, len(x), 100)])
-        return float((pred == y).float().mean())
+    x, y, xc = draws(args.dataset, args.samples)
+    accuracy = lambda m: score(m, x, y)  # noqa: E731
 
     def requantized(ann, **quant):
         snn = convert_ttfs(copy.deepcopy(ann), xc, time_bits=args.time_bits)

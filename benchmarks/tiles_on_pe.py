@@ -19,11 +19,11 @@ import torch
 from spikec.checkpoint import load_model
 from spikec.compress.tiles import tile_count
 from spikec.conversion.ttfs import convert_ttfs
-from spikec.data import load_dataset
-from spikec.data.sample import stratified_tensors
 from spikec.hardware.config import preset
 from spikec.hardware.evaluate import PEModel
 from spikec.hardware.timing import RunOptions
+
+from cifar_draws import draws
 
 
 def main() -> None:
@@ -37,9 +37,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     hw = preset("twin-column")
-    tr, te, _ = load_dataset(args.dataset)
-    xc, _ = stratified_tensors(tr.tensors, 512, 0)
-    x, y = stratified_tensors(te.tensors, args.samples, 0)
+    x, y, xc = draws(args.dataset, args.samples)
     caps = [None if c == "none" else int(c) for c in args.caps.split(",")]
     from spikec.compress.metrics import activity
 

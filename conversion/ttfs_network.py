@@ -34,7 +34,9 @@ class TTFSNetwork(nn.Module):
         # modules in the order they run, whatever order ``ops`` came in (an HDF5 file lists its
         # groups alphabetically): "the first layer" and per-layer lists then mean the same thing
         # for a loaded network as for the freshly converted one
-        order = [n for n, _, _ in self.program if n in ops] + [n for n in ops if n not in {p[0] for p in self.program}]
+        run = [n for n, _, _ in self.program]
+        ran = set(run)
+        order = [n for n in run if n in ops] + [n for n in ops if n not in ran]
         self.ops = nn.ModuleDict({n: ops[n] for n in order})
         self.input_shape = tuple(int(s) for s in input_shape)
         self.simulation = simulation

@@ -105,8 +105,7 @@ def compress_(model: nn.Module, config: CompressConfig, train_data=None, teacher
 
     if config.prune is None and (quant_epochs or robust_epochs):
         _keep_zeros_(model)
-        report.layer_mask_density = {n: float(m.float().mean()) for n, m in masks(model).items()}
-        report.mask_density = mask_density(model)
+        _record_masks(report, model)
     with _timesteps(model, ft.timesteps), _timesteps(teacher, ft.timesteps), \
             _simulating(model, ft.ttfs_simulator), _simulating(teacher, ft.ttfs_simulator):
         if config.prune is not None:
@@ -132,8 +131,7 @@ def compress_(model: nn.Module, config: CompressConfig, train_data=None, teacher
                 report.history += tune("prune", prune_epochs, ft.seed, sparsity, group_penalty)
                 sparsity.finish()
                 report.rewiring = sparsity.history
-            report.layer_mask_density = {n: float(m.float().mean()) for n, m in masks(model).items()}
-            report.mask_density = mask_density(model)
+            _record_masks(report, model)
         if config.quant is not None:
             quant = config.quant
             if quant.mode == "int" and quant.bits == "auto":
@@ -147,6 +145,11 @@ def compress_(model: nn.Module, config: CompressConfig, train_data=None, teacher
     model.train(was_training)
     report.size = model_size(model)
     return report
+
+
+def _record_masks(report: CompressReport, model: nn.Module) -> None:
+    report.layer_mask_density = {n: float(m.float().mean()) for n, m in masks(model).items()}
+    report.mask_density = mask_density(model)
 
 
 def _keep_zeros_(model: nn.Module) -> None:
