@@ -15,6 +15,7 @@ from spikec.hardware.config import HardwareConfig
 from spikec.hardware.crossbar import ChipLayer, Crossbar, ideal_chip, make_chips, program_crossbar
 from spikec.hardware.energy import COMPONENTS, NEURON_PARTS
 from spikec.hardware.extract import PEProgram, pe_program
+from spikec.hardware.memory import release_freed_memory
 from spikec.hardware.mfta import Calibration, compensate
 from spikec.hardware.simulate import run_program
 from spikec.hardware.timing import RunOptions
@@ -22,8 +23,10 @@ from spikec.hardware.timing import RunOptions
 ENERGY_KEYS = COMPONENTS + NEURON_PARTS + ("total",)
 # bytes the big per-batch tensors of one layer run may take (the study stays well under 8 GB)
 MEMORY_BUDGET = 1.5e9
-# bytes of one batch's per-position tensors that keep a run fast (see PEModel.batch_size)
-CACHE_BUDGET = 24e6
+# bytes of one batch's per-position tensors (counted as float64) that keep a run fast (see PEModel.batch_size):
+# accuracy-only runs and runs with energy accounting
+CACHE_BUDGET = 100e6
+CACHE_BUDGET_ENERGY = 30e6
 
 
 @dataclass
@@ -90,10 +93,10 @@ class PEModel:
         live = 6 if with_energy else 3
         per_sample = 8 * chips * widest
         fits = int(MEMORY_BUDGET // (live * per_sample))
-        # small batches run fastest: on a CIFAR ResNet-20, one chip was fastest at 8 samples a batch and
-        # ten chips at 2-4 (3.8 s for 32 samples x 10 chips at 2, 5.3 s at 8, 10 s at 34): larger ones
-        # fall out of the CPU caches
-        quick = max(2, int(CACHE_BUDGET // per_sample))
+        # mid-sized batches run fastest: on a CIFAR ResNet-20 (2 threads), 40 samples x 10 chips took
+        # 2.2 s at 2 samples a batch, 1.4 s at 8 and 20; one chip with energy 0.84 s at 8, 0.55 s at 20,
+        # 0.63 s at 40 (benchmarks/pe_simulator_speed.py); much larger ones fall out of the CPU caches
+        quick = max(2, int((CACHE_BUDGET_ENERGY if with_energy else CACHE_BUDGET) // per_sample))
         return max(1, min(512, fits, quick))
 
     def predict(self, chips, x, options: RunOptions, thresholds=None, batch_size: int | None = None) -> torch.Tensor:
@@ -201,6 +204,7 @@ class PEModel:
                 acc = (self.predict(chip_set, x, options.replace(charge_dtype=torch.float32), thr) == y)
                 acc = acc.to(torch.float64).mean(1)
                 acc = acc.expand(chips) if same else acc
+                release_freed_memory()
                 rows.append({"sigma": float(sigma), "compensation": mode, "accuracy_mean": float(acc.mean()),
                              "accuracy_std": float(acc.std(unbiased=False)), "chips": int(chips),
                              "accuracy_per_chip": [float(a) for a in acc]})

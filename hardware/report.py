@@ -261,9 +261,12 @@ def headline(report: dict) -> list[str]:
         if r.get("energy_per_inference_j", {}).get("total") is None:
             rows.append([html.escape(f"rate SNN, {method}"), "-", "-", "-", "-", html.escape(r.get("error", "n/a"))])
             continue
-        reach = "" if r["reached"] else " (target not reached)"
+        bound = r.get("pe_saving_is_lower_bound")
+        reach = "" if r["reached"] else (" (target not reached; search stopped: it already costs more than the "
+                                         "verdict needs)" if bound else " (target not reached)")
         rows.append(_design_row(f"rate SNN, {method}, T = {r['timesteps']}{reach}", r, r["pe_saving"]))
-        verdicts.append(f"{method}: PE saving {pct(r['pe_saving'])} ({pct(r['pe_saving_with_wakeup_toggled'])} with "
+        verdicts.append(f"{method}: PE saving {'at least ' if bound else ''}{pct(r['pe_saving'])} "
+                        f"({pct(r['pe_saving_with_wakeup_toggled'])} with "
                         f"wake-up {'off' if pe['wakeup_on_input'] else 'on'}); ASTERS's figure "
                         + ("not comparable (the rate SNN never reached the target accuracy)" if r["meets_asters"] is None
                            else "met" if r["meets_asters"] else "not met"))

@@ -47,8 +47,13 @@ def run_program(
     thresholds: list[torch.Tensor | None] | None = None,
     with_energy: bool = True,
     keep: bool = False,
+    keep_inputs: bool = False,
 ) -> ProgramRun:
-    """Run ``x`` ``[B, ...]`` through the program on every chip of ``chips``."""
+    """Run ``x`` ``[B, ...]`` through the program on every chip of ``chips``.
+
+    ``keep``: each layer's unrolled input values and charges (big: ``[C, B, P, rows]``) and its input
+    steps; ``keep_inputs``: the input steps alone (``[C, B, *in_shape]``).
+    """
     C = chips[0].chips
     enc = encode_steps(program, x, config)
     slots = {i: enc[i].unsqueeze(0).expand(C, *enc[i].shape) for i in range(enc.shape[0])}
@@ -68,7 +73,7 @@ def run_program(
         thr = None if thresholds is None else thresholds[li]
         result = run_layer(chips[li], steps_in, config, options, thr, with_energy, keep)
         run.layers[step.name] = result
-        if keep:
+        if keep or keep_inputs:
             run.inputs[step.name] = steps_in
         slots[step.output] = result.steps
         li += 1

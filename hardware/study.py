@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -15,12 +16,13 @@ import torch
 import spikec
 from spikec.errors import SpikecError
 from spikec.data.sample import stratified_indices
-from spikec.hardware.baselines import (RateBaselineOptions, digital_energy, iso_accuracy_rate, rate_snn_energy,
-                                       reram_adc_energy, value_network)
+from spikec.hardware.baselines import (RateBaselineOptions, digital_energy, iso_accuracy_rate, rate_counts_energy,
+                                       rate_snn_energy, reram_adc_energy, value_network)
 from spikec.hardware.calibration import compare_with_chip
 from spikec.hardware.comparison import ACCURACY_MARGIN, PERuns, equal_accuracy_comparison
 from spikec.hardware.config import HardwareConfig
 from spikec.hardware.evaluate import EnergyResult, PEModel
+from spikec.hardware.memory import release_freed_memory
 from spikec.hardware.report import add_energy_per_mac
 from spikec.hardware.timing import RunOptions
 from spikec.hardware.tta_select import TOLERANCE, select_tta_fraction
@@ -41,6 +43,16 @@ class Study:
 def _energy_entry(r: EnergyResult) -> dict:
     return {"energy_per_inference_j": {k: r.energy[k] for k in COMPONENT_KEYS}, "latency_s": r.latency_s,
             "accuracy": r.accuracy, "spikes_per_inference": r.spikes}
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident memory so far (Linux and macOS; 0 where unknown)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def has_variation(config: HardwareConfig) -> bool:
@@ -113,11 +125,14 @@ def energy_study(
     """
     t0 = last = time.perf_counter()
     stages: dict[str, float] = {}
+    peaks: dict[str, int] = {}
 
-    def lap(name: str) -> None:  # seconds of each stage, for the report (where the study's time goes)
+    def lap(name: str) -> None:  # seconds and peak memory of each stage, for the report (where the study's time goes)
         nonlocal last
+        release_freed_memory()
         now = time.perf_counter()
         stages[name] = now - last
+        peaks[name] = peak_rss_bytes()
         last = now
 
     model = PEModel.from_snn(snn, config)
@@ -160,24 +175,34 @@ def energy_study(
     variation = model.variation_sweep(x, y, calib, sigmas, compensations, chips, options, progress)
     lap("variation_sweep")
 
+    T = int(rate_timesteps or config.window_steps)
     comparison = None
+    shared_counts = None  # the comparison's percentile run at T: the same network as the fixed-T rate baseline
     if train is not None:
         runs = PERuns(model, main_chips, x, y, options, thr, known)
         comparison = equal_accuracy_comparison(model, snn, runs, train[0], train[1],
                                                rate_options or RateBaselineOptions(), rate_snn, calib=calib_x,
-                                               progress=progress)
+                                               progress=progress, keep_counts_at={"percentile": T} if rate_snn is None else None)
+        for method, entry in comparison["rate"].items():
+            counts = entry.pop("counts", None)
+            if method == "percentile":
+                shared_counts = counts
         lap("comparison")
 
-    T = int(rate_timesteps or config.window_steps)
     baselines = {}
+    rate_net = None
     try:
-        rate_net = rate_snn if rate_snn is not None else rate_snn_for(snn, calib_x, T)
-        baselines["rate_snn_crossbar"] = rate_snn_energy(model, rate_net, x, y, timesteps=None if rate_snn is not None else T)
+        if shared_counts is not None:
+            baselines["rate_snn_crossbar"] = rate_counts_energy(model, shared_counts, x)
+        else:
+            rate_net = rate_snn if rate_snn is not None else rate_snn_for(snn, calib_x, T)
+            baselines["rate_snn_crossbar"] = rate_snn_energy(model, rate_net, x, y, timesteps=None if rate_snn is not None else T)
         if iso_accuracy and rate_snn is None:
             shared = ((comparison or {}).get("rate") or {}).get("percentile")
             if shared is not None and "error" not in shared:  # the same network (calib_x) and target: searched once
                 baselines["rate_snn_crossbar_iso_accuracy"] = dict(shared)
             else:
+                rate_net = rate_net if rate_net is not None else rate_snn_for(snn, calib_x, T)
                 baselines["rate_snn_crossbar_iso_accuracy"] = iso_accuracy_rate(
                     model, rate_net, x, y, main.accuracy - ACCURACY_MARGIN, RATE_TIMESTEPS, progress)
     except SpikecError as exc:  # e.g. a network the rate converter or the alignment cannot handle
@@ -219,6 +244,7 @@ def energy_study(
         "calibration": compare_with_chip(config),
         "seconds": time.perf_counter() - t0,
         "stage_seconds": stages,
+        "stage_peak_rss_bytes": peaks,  # the process's peak so far at the end of each stage (0: unknown)
     }
     if comparison is not None:
         report["comparison"] = comparison

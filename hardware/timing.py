@@ -150,22 +150,30 @@ def conv_charge(chip: ChipLayer, v_in: torch.Tensor) -> torch.Tensor | None:
     return q + chip.bias[:, :1].to(v_in.dtype).unsqueeze(1)
 
 
-def fire_steps(charge: torch.Tensor, ramp: torch.Tensor, threshold: torch.Tensor, steps: int, windows: int = 1) -> torch.Tensor:
+def fire_steps(charge: torch.Tensor, ramp: torch.Tensor, threshold: torch.Tensor | float, steps: int,
+               windows: int = 1) -> torch.Tensor:
     """Firing step (``0 .. windows*steps - 1``, ``inf`` if none) of neurons ramping with slope ``ramp``.
 
-    Uses the TTFS neuron's stepped rule on ``charge / ramp`` and ``threshold / ramp``; a pair whose
-    ramp is not positive (dead ramp cells) fires at step 0 if its charge reaches the threshold, else never.
+    The TTFS neuron's stepped rule (:func:`spikec.conversion.ttfs_neuron.fire_stepped`) on
+    ``charge / ramp`` and ``threshold / ramp``: window ``w`` fires at step
+    ``max(ceil(steps * (theta - c - w) - 1/2), 0)`` if that is below ``steps``. Written out here, in
+    the charge's dtype, because it runs on every neuron of every chip (the stepped rule's
+    straight-through gradient terms cost a third of a CIFAR run). A pair whose ramp is not positive
+    (dead ramp cells) fires at step 0 if its charge reaches the threshold, else never.
     """
     good = ramp > 0
-    r = torch.where(good, ramp, torch.ones_like(ramp))
+    all_good = bool(good.all())
+    r = ramp if all_good else torch.where(good, ramp, torch.ones_like(ramp))
     c = charge / r
     theta = threshold / r
-    out = torch.full_like(charge, INF)
-    for w in range(windows):
-        tau = fire_stepped(c + w, steps, theta, 1.0).detach()
-        m = torch.round(tau * steps)
-        hit = (tau < 1.0) & torch.isinf(out)
-        out = torch.where(hit, m + w * steps, out)
+    k = float(steps)
+    out = torch.ceil_(torch.sub(theta, c).mul_(k).sub_(0.5)).clamp_(min=0.0)
+    out.masked_fill_(out >= k, INF)
+    for w in range(1, windows):
+        m = torch.ceil(k * (theta - (c + w)) - 0.5).clamp_(min=0.0)
+        out = torch.where(torch.isinf(out) & (m < k), m + w * k, out)
+    if all_good:
+        return out
     dead = (~good).expand_as(charge)
     at_once = torch.where(charge >= threshold, torch.zeros_like(charge), torch.full_like(charge, INF))
     return torch.where(dead, at_once, out)
@@ -202,19 +210,21 @@ def run_layer(
     """
     layer = chip.crossbar.layer
     S = config.window_steps
-    steps_in = steps_in.to(torch.float64)
-    # values on the source maps first, then one gather (the unrolled tensor is the big one)
-    v_in = torch.where(steps_in < S, (S - steps_in) / S, torch.zeros_like(steps_in))
-    charge = None if keep else conv_charge(chip, v_in.to(options.charge_dtype))
+    # accuracy-only runs stay in the charge dtype throughout (steps are small integers, exact in float32);
+    # runs with energy or kept tensors in float64
+    dtype = options.charge_dtype if not (with_energy or keep) else torch.float64
+    steps_in = steps_in.to(dtype)
+    # values on the source maps first, then one gather (the unrolled tensor is the big one); k / S is exact
+    v_in = torch.sub(float(S), steps_in).div_(S).clamp_(min=0.0).to(options.charge_dtype)  # inf -> 0
+    charge = None if keep else conv_charge(chip, v_in)
     values = None
     if charge is None:
-        values = unroll_inputs(layer, v_in.to(options.charge_dtype), 0.0)  # [C, B, P, N]
+        values = unroll_inputs(layer, v_in, 0.0)  # [C, B, P, N]
         charge = chip_charge(chip, values)
-    charge = charge.to(torch.float64)
+    charge = charge.to(dtype)
     P = charge.shape[2]
-    theta = torch.ones_like(chip.ramp) if threshold_scale is None else threshold_scale.to(charge.dtype)
-    ramp = per_position(chip.ramp, P).unsqueeze(1)
-    theta = per_position(theta, P).unsqueeze(1)
+    ramp = per_position(chip.ramp, P).unsqueeze(1).to(dtype)
+    theta = 1.0 if threshold_scale is None else per_position(threshold_scale.to(dtype), P).unsqueeze(1)
     windows = 2 if layer.readout else 1
     m = fire_steps(charge, ramp, theta, S, windows)
     if options.tta:
@@ -224,7 +234,7 @@ def run_layer(
         stop = tta_stop(m, fraction, windows * S, tta_time, first)
     else:
         stop = torch.full(m.shape[:-1], float(windows * S), dtype=m.dtype)
-    m = torch.where(m < stop.unsqueeze(-1), m, torch.full_like(m, INF))
+    m = m.masked_fill_(m >= stop.unsqueeze(-1), INF)
     energy = None
     if with_energy:
         energy = source_layer_energy(chip, steps_in, m, stop, config, options.power_gating)

@@ -26,6 +26,7 @@ from spikec.errors import SpikecError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "constant", "onecycle", "warmup-cosine")
+PRECISIONS = ("fp32", "bf16")
 STATE_VERSION = 1
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -67,6 +68,7 @@ def train(
     resume: bool = False,
     on_epoch: Callable[[EpochResult], None] | None = None,
     channels_last: bool = False,
+    precision: str = "fp32",
 ) -> list[EpochResult]:
     """Train ``model`` in place and return one :class:`EpochResult` per epoch.
 
@@ -84,7 +86,10 @@ def train(
     complete epoch recorded in it and ends with the same weights as an uninterrupted run (bitwise on
     CPU). A state file from a different run (other model or settings) is refused with an error naming it.
     ``channels_last`` trains convolutions in NHWC memory layout (2-6x faster for small CIFAR nets on
-    CPU here); the model is handed back in the default layout.
+    CPU here); the model is handed back in the default layout. ``precision="bf16"`` runs the forward
+    pass under bfloat16 autocast (weights, optimizer and loss stay float32): 1.4x faster ResNet-20
+    epochs on a CPU with AVX512-BF16 (``benchmarks/train_precision.py``); conversion and evaluation
+    use the float32 weights as ever.
 
     Under ``torchrun`` (a process group from :func:`spikec.distributed.init_from_env`) the model is
     wrapped in DistributedDataParallel and each rank trains on its slice of every global batch of
@@ -93,6 +98,8 @@ def train(
     _check_positive(epochs=epochs, lr=lr, batch_size=batch_size)
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing}")
     if loss is not None:
@@ -119,6 +126,8 @@ def train(
                  "warmup_epochs": float(warmup_epochs), "augment": repr(augment) if augment is not None else None,
                  "samples": _length(train_data), "world": world,
                  "parameters": [[k, list(v.shape)] for k, v in model.state_dict().items()]}
+    if precision != "fp32":  # only then: state files of earlier float32 runs keep resuming
+        signature["precision"] = precision
     history: list[EpochResult] = []
     fork_devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices, device_type=device.type):
@@ -144,7 +153,9 @@ def train(
                     x = augment(x, draws)
                 if layout is not None and x.dim() == 4:
                     x = x.contiguous(memory_format=layout)
-                scores = net(x)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    scores = net(x)
+                scores = scores.float()
                 # a mean over the local slice, rescaled so DDP's average over ranks is the global mean
                 batch_loss = loss_fn(scores, y) * (len(y) * world / n_global) if len(y) else scores.sum() * 0
                 opt.zero_grad(set_to_none=True)

@@ -16,7 +16,7 @@ READOUTS = ("membrane", "count")
 def add_parser(subparsers, parents):
     from spikec.checkpoint import ACTIVATIONS, NEURONS
     from spikec.models import MODELS
-    from spikec.training import OPTIMIZERS, SCHEDULES
+    from spikec.training import OPTIMIZERS, PRECISIONS, SCHEDULES
 
     p = subparsers.add_parser(
         "train", parents=parents, help="train a model on a dataset and save a checkpoint",
@@ -45,6 +45,9 @@ def add_parser(subparsers, parents):
                         "first op (rate conversion folds it exactly into the first layer; default off)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory layout for convolutions (default: on for image inputs)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="bf16: forward pass under bfloat16 autocast, float32 weights (1.4x faster CIFAR epochs "
+                        "on CPUs with AVX512-BF16; default fp32)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its last complete epoch (state saved next to --out "
                         "as OUT.state after every epoch)")
@@ -130,6 +133,7 @@ def _train_and_save(args):
             warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, augment=augment,
             state_file=state_file, resume=args.resume, on_epoch=report,
             channels_last=args.channels_last if args.channels_last is not None else _is_image(info.input_shape),
+            precision=args.precision,
         )
     except SpikecError as exc:
         if args.resume and str(exc).startswith("cannot resume"):
@@ -143,7 +147,7 @@ def _train_and_save(args):
                "recipe": {"optimizer": args.optimizer, "lr": args.lr, "schedule": args.schedule,
                           "batch_size": args.batch_size, "weight_decay": args.weight_decay,
                           "nesterov": args.nesterov, "label_smoothing": args.label_smoothing,
-                          "augment": repr(augment) if augment is not None else None}}
+                          "precision": args.precision, "augment": repr(augment) if augment is not None else None}}
     ckpt = ckpt_of(model.cpu(), dataset=info.to_dict(), metrics=metrics, seed=args.seed)
     kind = ckpt["kind"]
     if not distributed.is_main():  # rank 0 alone writes and reports

@@ -6,8 +6,8 @@ from torch import nn
 import spikec.data.sample as sample
 from spikec.conversion.qcfs import QCFS
 from spikec.errors import UsageError
-from spikec.hardware.baselines import (RateBaselineOptions, iso_accuracy_rate, qcfs_network, rate_networks,
-                                       value_network)
+from spikec.hardware.baselines import (RateBaselineOptions, iso_accuracy_rate, qcfs_network, rate_counts_energy,
+                                       rate_networks, rate_snn_energy, reram_adc_energy, value_network)
 from spikec.hardware.comparison import ASTERS, PERuns, equal_accuracy_comparison
 from spikec.hardware.config import HardwareConfig
 from spikec.hardware.evaluate import PEModel
@@ -25,7 +25,7 @@ def setup(mlp_snn, digits):
 
 @pytest.mark.parametrize("kw, word", [
     (dict(methods=("percentile", "ttfs")), "ttfs"), (dict(methods=()), "methods"),
-    (dict(timesteps=(0, 8)), "timesteps"), (dict(qcfs_levels=0), "qcfs_levels"), (dict(qcfs_lr=0.0), "qcfs_lr"),
+    (dict(timesteps=(0, 8)), "timesteps"), (dict(stop_saving=1.0), "stop_saving"), (dict(qcfs_levels=0), "qcfs_levels"), (dict(qcfs_lr=0.0), "qcfs_lr"),
 ])
 def test_bad_options_are_one_line(kw, word):
     with pytest.raises(UsageError) as err:
@@ -55,6 +55,48 @@ def test_search_stops_at_the_fewest_steps(setup, mlp_snn, digits):
         pick = iso_accuracy_rate(model, net, x, y, mid[0]["accuracy"], (4, 8, 16))
         assert pick["timesteps"] == mid[0]["timesteps"]
     assert net.timesteps == before  # restored
+
+
+def test_search_stops_at_the_energy_bound_and_keeps_the_baseline_counts(setup, mlp_snn, digits):
+    model, x, y = setup
+    net = rate_networks(mlp_snn, *digits[0].tensors, RateBaselineOptions(methods=("percentile",), calib_samples=64))["percentile"][1]
+    never = iso_accuracy_rate(model, net, x, y, 1.01, (4, 8, 16))
+    assert not never["stopped_at_energy_bound"]
+    bound = never["search"][1]["energy_j"]  # reached at T = 8
+    cut = iso_accuracy_rate(model, net, x, y, 1.01, (4, 8, 16), energy_bound=bound)
+    assert [s["timesteps"] for s in cut["search"]] == [4, 8] and cut["timesteps"] == 8
+    assert cut["stopped_at_energy_bound"] and not cut["reached"] and cut["energy_bound_j"] == bound
+    assert cut["energy_per_inference_j"]["total"] == never["search"][1]["energy_j"]
+    # the baseline's T is simulated even past the bound, and its counts give the baseline of a run of its own
+    kept = iso_accuracy_rate(model, net, x, y, 1.01, (4, 8, 16), energy_bound=bound, keep_counts_at=32)
+    assert kept["timesteps"] == 16 and kept["counts"].timesteps == 32
+    alone = rate_snn_energy(model, net, x, y, timesteps=32)
+    shared = rate_counts_energy(model, kept["counts"], x)
+    assert shared["accuracy"] == alone["accuracy"]
+    assert shared["energy_per_inference_j"]["total"] == pytest.approx(alone["energy_per_inference_j"]["total"], rel=1e-12)
+    # a target met before the baseline's T: the entry is the first T reaching it, the run goes on to T = 16
+    early = iso_accuracy_rate(model, net, x, y, 0.0, (4, 8, 16), keep_counts_at=16)
+    assert early["timesteps"] == 4 and early["reached"] and early["counts"].timesteps == 16
+
+
+def test_reram_adc_counts_the_unrolled_row_pulses(setup):
+    """The source-map count equals popcounts summed over the unrolled [P, rows] values (the definition)."""
+    import math
+
+    from spikec.hardware.simulate import run_program
+
+    model, x, _ = setup
+    got = reram_adc_energy(model, x[:20])
+    c = model.config
+    run = run_program(model.program, model.ideal(), x[:20], c, RunOptions(tta=False), with_energy=False, keep=True)
+    for xb in model.crossbars:
+        v = run.layers[xb.layer.name].values[0]  # [B, P, N]
+        q = torch.round(v.clamp(0, 1) * (2 ** c.ann_bits - 1)).long()
+        pc = sum(((q >> b) & 1) for b in range(c.ann_bits)).double()
+        row_g = (xb.g_pos[: xb.input_rows] + xb.g_neg[: xb.input_rows]).sum(-1)
+        crossbar = c.v_read ** 2 * c.read_pulse_s * float((pc * row_g).sum()) / 20
+        assert got["layers"][xb.layer.name]["energy_per_inference_j"]["crossbar"] == pytest.approx(crossbar, rel=1e-12)
+        assert math.isfinite(crossbar) and crossbar > 0
 
 
 def test_qcfs_network_replaces_every_relu(mlp_snn):
@@ -97,7 +139,12 @@ def test_comparison_block(setup, mlp_snn, digits):
     assert c["target_accuracy"] == pytest.approx(c["pe"]["accuracy"] - 0.01, rel=1e-9, abs=0)
     for r in c["rate"].values():
         assert r["pe_saving"] == pytest.approx(1 - pe / r["energy_per_inference_j"]["total"], rel=1e-9, abs=0)
-        assert r["meets_asters"] == ((r["pe_saving"] >= 0.347) if r["reached"] else None)
+        if r["reached"]:
+            assert r["meets_asters"] == (r["pe_saving"] >= 0.347) and not r["pe_saving_is_lower_bound"]
+        elif r["stopped_at_energy_bound"]:  # FAST stops once the PE saves ASTERS's 34.7%: a lower bound
+            assert r["pe_saving"] >= 0.347 - 1e-12 and r["meets_asters"] is True and r["pe_saving_is_lower_bound"]
+        else:
+            assert r["meets_asters"] is None
         assert r["reached"] == (r["accuracy"] >= c["target_accuracy"] - 1e-12)
     assert c["asters"]["saving"] == ASTERS["saving"] == 0.347 and c["asters"]["accuracy_at_20pct_variation"] == 0.901
     m = c["mechanisms"]

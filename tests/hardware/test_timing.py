@@ -96,3 +96,39 @@ def test_conv_copies_run_positions_in_parallel(lenet_snn, digits):
     chips = four.chips(1, sigma=0.1)
     assert not torch.equal(chips[0].g_pos[0, 0], chips[0].g_pos[0, 1])
     assert four.predict(chips, x, RunOptions()).shape == (1, 50)
+
+
+def _stepped_reference(charge, ramp, theta, steps, windows=1):
+    """The firing rule as the TTFS neuron states it (``fire_stepped`` per window), for comparison."""
+    from spikec.conversion.ttfs_neuron import fire_stepped
+
+    good = ramp > 0
+    r = torch.where(good, ramp, torch.ones_like(ramp))
+    c, th = charge / r, theta / r
+    out = torch.full_like(charge, INF)
+    for w in range(windows):
+        tau = fire_stepped(c + w, steps, th, 1.0)
+        hit = (tau < 1.0) & torch.isinf(out)
+        out = torch.where(hit, torch.round(tau * steps) + w * steps, out)
+    at_once = torch.where(charge >= theta, torch.zeros_like(charge), torch.full_like(charge, INF))
+    return torch.where(~good, at_once, out)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("windows", [1, 2])
+def test_fire_steps_equals_the_neuron_rule(dtype, windows):
+    """The written-out rule equals the TTFS neuron's stepped rule on random charges, slopes and thresholds,
+    on step boundaries too, with dead ramps and in the charge's dtype."""
+    gen = torch.Generator().manual_seed(5)
+    S = 64
+    charge = (torch.rand(4000, generator=gen, dtype=torch.float64) * 3 - 1.5)
+    charge[:500] = torch.randint(-70, 70, (500,), generator=gen).double() / S + 0.5 / S  # exactly on boundaries
+    ramp = torch.exp(torch.randn(4000, generator=gen, dtype=torch.float64) * 0.2)
+    ramp[::97] = -0.05  # dead ramp cells
+    theta = torch.exp(torch.randn(4000, generator=gen, dtype=torch.float64) * 0.1)
+    ramp[:500], theta[:500] = 1.0, 1.0  # ideal pairs: these charges put the rule exactly on a step boundary
+    c, r, t = charge.to(dtype), ramp.to(dtype), theta.to(dtype)
+    got = fire_steps(c, r, t, S, windows)
+    assert got.dtype == dtype
+    assert torch.equal(got, _stepped_reference(c, r, t, S, windows))
+    assert bool(torch.isfinite(got).any()) and bool(torch.isinf(got).any())

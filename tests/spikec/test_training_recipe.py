@@ -76,11 +76,11 @@ def test_count_batches():
     assert count_batches(data, 4) == 3 and count_batches(data, 10) == 1
 
 
-def _run(tr, te, state=None, resume=False, stop_after=None, epochs=3):
+def _run(tr, te, state=None, resume=False, stop_after=None, epochs=3, model_name="mlp", **extra):
     torch.manual_seed(0)
-    model = build_model("mlp", (1, 8, 8), 10, hidden=(32,))
+    model = build_model(model_name, (1, 8, 8), 10, **({"hidden": (32,)} if model_name == "mlp" else {}))
     kw = dict(epochs=epochs, lr=0.05, batch_size=64, optimizer="sgd", nesterov=True, schedule="onecycle",
-              label_smoothing=0.1, seed=5, progress=False, test_data=te, state_file=state, resume=resume)
+              label_smoothing=0.1, seed=5, progress=False, test_data=te, state_file=state, resume=resume, **extra)
     if stop_after is not None:
         class Interrupt(Exception):
             pass
@@ -116,6 +116,27 @@ def test_a_state_file_of_another_run_is_refused_naming_it(tmp_path):
     (tmp_path / "junk.state").write_bytes(b"garbage")
     with pytest.raises(SpikecError, match="junk.state: not a readable spikec training state"):
         _run(tr, te, state=str(tmp_path / "junk.state"), resume=True)
+
+
+def test_bf16_precision_trains_float32_weights_deterministically_and_resumes(tmp_path):
+    """bfloat16 autocast: weights stay float32, the forward pass runs in bf16 (the result differs from
+    float32's), two runs agree bitwise, resume equals an uninterrupted run, and a float32 state is refused."""
+    tr, te, _ = load_dataset("digits")
+    a, hist_a = _run(tr, te, model_name="lenet", precision="bf16", epochs=2)
+    b, _ = _run(tr, te, model_name="lenet", precision="bf16", epochs=2)
+    fp32, hist_fp32 = _run(tr, te, model_name="lenet", epochs=2)
+    assert all(p.dtype == torch.float32 for p in a.parameters())
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), fp32.parameters()))
+    assert abs(hist_a[-1].test_accuracy - hist_fp32[-1].test_accuracy) < 0.05  # learns as float32 does
+    state = str(tmp_path / "bf.state")
+    _run(tr, te, model_name="lenet", precision="bf16", epochs=2, state=state, stop_after=1)
+    resumed, _ = _run(tr, te, model_name="lenet", precision="bf16", epochs=2, state=state, resume=True)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), resumed.parameters()))
+    with pytest.raises(SpikecError, match="differs in: precision"):
+        _run(tr, te, model_name="lenet", epochs=2, state=state, resume=True)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        _run(tr, te, precision="fp16")
 
 
 def _cli(*args, cwd=None):
