@@ -36,7 +36,7 @@ from spikec.hardware.extract import slot_shapes, stack_sources, unroll_index, un
 from spikec.hardware.mapping import tile_layer
 from spikec.hardware.rate_search import StepCounts, rate_step_counts
 from spikec.hardware.simulate import run_program
-from spikec.hardware.timing import RunOptions
+from spikec.hardware.timing import RunOptions, input_values
 
 ENERGY_PARTS = ("crossbar", "neuron", "driver", "buffer", "static")
 
@@ -408,26 +408,26 @@ def iso_accuracy_rate(model, rate_snn, x: torch.Tensor, y: torch.Tensor, target:
     goes on to at least ``keep_counts_at`` steps (one of ``timesteps``), whose :class:`StepCounts`
     the entry keeps as ``"counts"`` for a baseline at that ``T`` (not JSON: pop it before writing).
     """
-    steps = sorted({int(t) for t in timesteps} | ({int(keep_counts_at)} if keep_counts_at else set()))
+    wanted = {int(t) for t in timesteps}
+    keep = int(keep_counts_at) if keep_counts_at is not None else 0
+    steps = sorted(wanted | ({keep} if keep else set()))
     energies: dict[int, dict] = {}
+    reached, bounded = [], []  # the T at which the target, or the energy bound, was first met
 
     def energy_of(counts: StepCounts) -> dict:
         if counts.timesteps not in energies:
             energies[counts.timesteps] = rate_counts_energy(model, counts, x)
         return energies[counts.timesteps]
 
-    def stop(counts: StepCounts) -> bool:
-        if keep_counts_at is not None and counts.timesteps < keep_counts_at:
-            return False
-        return energy_bound is not None and energy_of(counts)["energy_per_inference_j"]["total"] >= energy_bound
+    def stop(counts: StepCounts) -> bool:  # the verdict is known, and the baseline's T simulated
+        if counts.timesteps in wanted and not (reached or bounded):
+            if counts.accuracy >= target - 1e-12:
+                reached.append(counts.timesteps)
+            elif energy_bound is not None and energy_of(counts)["energy_per_inference_j"]["total"] >= energy_bound:
+                bounded.append(counts.timesteps)
+        return counts.timesteps >= keep and bool(reached or bounded)
 
-    # with keep_counts_at the target alone must not end the run early either: test it in stop()
-    early = keep_counts_at is not None
-    target_stop = (lambda c: c.accuracy >= target - 1e-12) if early else None
-    all_counts = rate_step_counts(rate_snn, x, y, steps, target=None if early else target, progress=progress,
-                                  stop=(lambda c: stop(c) or (c.timesteps >= keep_counts_at and target_stop(c)))
-                                  if early else stop)
-    wanted = {int(t) for t in timesteps}
+    all_counts = rate_step_counts(rate_snn, x, y, steps, progress=progress, stop=stop)
     search, best = [], None
     for counts in all_counts:
         if counts.timesteps not in wanted:
@@ -436,19 +436,18 @@ def iso_accuracy_rate(model, rate_snn, x: torch.Tensor, y: torch.Tensor, target:
         search.append({"timesteps": counts.timesteps, "accuracy": entry["accuracy"],
                        "energy_j": entry["energy_per_inference_j"]["total"]})
         best = entry
-        if entry["accuracy"] >= target - 1e-12:
+        if counts.timesteps in reached + bounded:
             break
     best = dict(best)
     best["target_accuracy"] = target
     best["reached"] = best["accuracy"] >= target - 1e-12
     best["search"] = search
-    last = all_counts[-1].timesteps
-    best["stopped_at_energy_bound"] = bool(not best["reached"] and energy_bound is not None
-                                           and last < max(steps) and best["energy_per_inference_j"]["total"] >= energy_bound)
+    # a bound met at the last T of the grid stopped nothing: the whole grid was searched
+    best["stopped_at_energy_bound"] = bool(bounded) and not best["reached"] and bounded[0] < max(wanted)
     if best["stopped_at_energy_bound"]:
         best["energy_bound_j"] = energy_bound
-    if keep_counts_at is not None:
-        best["counts"] = next(c for c in all_counts if c.timesteps == int(keep_counts_at))
+    if keep:
+        best["counts"] = next(c for c in all_counts if c.timesteps == keep)
     return best
 
 
@@ -517,7 +516,7 @@ def reram_adc_energy(model, x: torch.Tensor, batch_size: int = 128) -> dict:
                           keep_inputs=True)
         for xb in model.crossbars:
             steps = run.inputs[xb.layer.name][0].to(torch.float64)  # [B, *in_shape]
-            v = torch.where(steps < S, (S - steps) / S, torch.zeros_like(steps)).reshape(steps.shape[0], -1)
+            v = input_values(steps, S).reshape(steps.shape[0], -1)
             pc = _popcount(torch.round(v.clamp(0, 1) * top), bits)  # [B, n_in]
             sums[xb.layer.name] += (pc @ reads[xb.layer.name]).sum(0)
     n = max(x.shape[0], 1)

@@ -94,8 +94,9 @@ class PEModel:
         per_sample = 8 * chips * widest
         fits = int(MEMORY_BUDGET // (live * per_sample))
         # mid-sized batches run fastest: on a CIFAR ResNet-20 (2 threads), 40 samples x 10 chips took
-        # 2.2 s at 2 samples a batch, 1.4 s at 8 and 20; one chip with energy 0.84 s at 8, 0.55 s at 20,
-        # 0.63 s at 40 (benchmarks/pe_simulator_speed.py); much larger ones fall out of the CPU caches
+        # 2.3 s at 2 samples a batch, 1.8 s at 4 and 8, 2.7 s at 20; one chip with energy 0.74 s at 8,
+        # 0.56 s at 20, 0.50 s at 40 (benchmarks/results/pe_simulator_speed.json); larger ones fall out of
+        # the CPU caches
         quick = max(2, int((CACHE_BUDGET_ENERGY if with_energy else CACHE_BUDGET) // per_sample))
         return max(1, min(512, fits, quick))
 

@@ -24,14 +24,15 @@ import torch
 from tqdm.auto import tqdm
 
 from spikec.errors import SpikecError
-from spikec.hardware.memory import release_freed_memory
 from spikec.evaluation import segment_ends
+from spikec.hardware.memory import release_freed_memory
 from spikec.module import reset
 from spikec.record import record
 
 DEFAULT_CHUNK = 8
-# samples x steps of one forward call: the rate search ran fastest at 128-512 on a CIFAR ResNet-20
-# (256 images to T = 32 on 2 threads: 23.6 s at 256 samples x 8 steps, 11.6 s at 32 x 8, 11.4 s at 8 x 32)
+# samples x steps of one forward call: the rate search ran fastest at about 256 on a CIFAR ResNet-20
+# (256 images to T = 32 on 2 threads: 26.8 s at 256 samples x 8 steps, 11.8-14.3 s at 32 x 8, 11.9 s at
+# 8 x 32; benchmarks/results/pe_simulator_speed.json)
 IMAGE_STEPS = 256
 
 

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import torch
 
-from spikec.conversion.ttfs_neuron import fire_stepped
 from spikec.hardware.config import HardwareConfig
 from spikec.hardware.crossbar import ChipLayer
 from spikec.hardware.energy import layer_energy
@@ -150,6 +149,12 @@ def conv_charge(chip: ChipLayer, v_in: torch.Tensor) -> torch.Tensor | None:
     return q + chip.bias[:, :1].to(v_in.dtype).unsqueeze(1)
 
 
+def input_values(steps: torch.Tensor, window_steps: int) -> torch.Tensor:
+    """What input spikes at ``steps`` (``inf``: none) carry, ``(S - m) / S`` clipped at 0, in ``steps``'s dtype
+    (``k / S`` is exact)."""
+    return torch.sub(float(window_steps), steps).div_(window_steps).clamp_(min=0.0)
+
+
 def fire_steps(charge: torch.Tensor, ramp: torch.Tensor, threshold: torch.Tensor | float, steps: int,
                windows: int = 1) -> torch.Tensor:
     """Firing step (``0 .. windows*steps - 1``, ``inf`` if none) of neurons ramping with slope ``ramp``.
@@ -215,7 +220,7 @@ def run_layer(
     dtype = options.charge_dtype if not (with_energy or keep) else torch.float64
     steps_in = steps_in.to(dtype)
     # values on the source maps first, then one gather (the unrolled tensor is the big one); k / S is exact
-    v_in = torch.sub(float(S), steps_in).div_(S).clamp_(min=0.0).to(options.charge_dtype)  # inf -> 0
+    v_in = input_values(steps_in, S).to(options.charge_dtype)
     charge = None if keep else conv_charge(chip, v_in)
     values = None
     if charge is None:

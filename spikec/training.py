@@ -87,7 +87,7 @@ def train(
     CPU). A state file from a different run (other model or settings) is refused with an error naming it.
     ``channels_last`` trains convolutions in NHWC memory layout (2-6x faster for small CIFAR nets on
     CPU here); the model is handed back in the default layout. ``precision="bf16"`` runs the forward
-    pass under bfloat16 autocast (weights, optimizer and loss stay float32): 1.4x faster ResNet-20
+    pass under bfloat16 autocast (weights, optimizer and loss stay float32): 1.6x faster ResNet-20
     epochs on a CPU with AVX512-BF16 (``benchmarks/train_precision.py``); conversion and evaluation
     use the float32 weights as ever.
 

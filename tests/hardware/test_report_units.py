@@ -91,6 +91,10 @@ def test_cli_preset_flags(mlp_snn, tmp_path, capsys):
     assert main(["energy", str(path), "--rate-methods", "percentile,ttfs"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "yan-vlsi2019" in err[0] and "--rate-methods" in err[1] and "ttfs" in err[1]
+    for bad in ("1.5", "often"):
+        assert main(["energy", str(path), "--rate-stop-saving", bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--rate-stop-saving" in err[0] and bad in err[0]
 
 
 def test_cli_tta_fraction(mlp_snn, tmp_path, capsys):
