@@ -8,6 +8,9 @@ fraction from the largest down, and returns the smallest fraction whose accuracy
 ``tolerance`` of the run without TTA. The scan stops at the first fraction that loses more: below
 it accuracy falls steeply on every curve measured here (ResNet-20: 85.8% at 0.6, 83.0% at 0.5,
 81.6% at 0.4), while above it the curve is flat within a few tenths and need not be monotone.
+On the CIFAR networks the training draw underestimates the test-set cost (networks fit their
+training images with larger margins; ``benchmarks/tta_selection.py``), so this is an option of
+``spikec energy``, not its default.
 """
 from __future__ import annotations
 
