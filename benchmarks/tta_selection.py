@@ -5,8 +5,8 @@
 Runs :func:`spikec.hardware.tta_select.select_tta_fraction` on the study's calibration draw (512
 stratified training images, the preset's seed), then scores the nominal chip on the study's test
 draw (1,000 stratified test images, same seed) without TTA, at 0.7 and at the chosen fraction, beside
-the TTFS SNN. This is what decided the CLI's default (BENCHMARKS.md); the test images play no part in
-the choice.
+the TTFS SNN. It is why the CLI keeps the preset's fraction as its default (BENCHMARKS.md); the test
+images play no part in the choice.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from spikec.hardware.config import preset
 from spikec.hardware.evaluate import PEModel
 from spikec.hardware.study import software_reference
 from spikec.hardware.timing import RunOptions
-from spikec.hardware.tta_select import select_tta_fraction
+from spikec.hardware.tta_select import chip_accuracy, select_tta_fraction
 
 
 def main(argv=None) -> int:
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     chips = model.nominal()
 
     def accuracy(opts: RunOptions) -> float:
-        return float((model.predict(chips, x, opts)[0] == y).to(torch.float64).mean())
+        return chip_accuracy(model, chips, x, y, opts)
 
     snn_acc = software_reference(snn, x, y, cfg.window_bits)["accuracy"]
     test_acc = {"without_tta": accuracy(options.replace(tta=False))}
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     if args.json:
         from spikec.io.atomic import atomic_write_text
 
-        atomic_write_text(args.json, json.dumps(out, indent=1))
+        atomic_write_text(args.json, json.dumps(out, indent=1) + "\n")
     return 0
 
 

@@ -22,6 +22,11 @@ CANDIDATES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 TOLERANCE = 0.005  # accuracy (fraction) TTA may cost on the calibration inputs
 
 
+def chip_accuracy(model, chips, x: torch.Tensor, y: torch.Tensor, options: RunOptions) -> float:
+    """Fraction of ``(x, y)`` the simulated ``chips`` classify correctly under ``options``."""
+    return float((model.predict(chips, x, options)[0] == y).to(torch.float64).mean())
+
+
 def select_tta_fraction(model, x: torch.Tensor, y: torch.Tensor, options: RunOptions,
                         candidates=CANDIDATES, tolerance: float = TOLERANCE) -> dict:
     """``{"fraction", "tolerance", "samples", "accuracy_without_tta", "curve"}`` on the nominal chip.
@@ -38,7 +43,7 @@ def select_tta_fraction(model, x: torch.Tensor, y: torch.Tensor, options: RunOpt
     fast = options.replace(charge_dtype=torch.float32)
 
     def accuracy(opts: RunOptions) -> float:
-        return float((model.predict(chips, x, opts)[0] == y).to(torch.float64).mean())
+        return chip_accuracy(model, chips, x, y, opts)
 
     reference = accuracy(fast.replace(tta=False))
     chosen, curve = 1.0, []
