@@ -1,10 +1,13 @@
 """Seconds per CIFAR training epoch of a ResNet-20 in float32 and under bfloat16 autocast, side by side.
 
-    python benchmarks/train_precision.py [--threads 2] [--steps 10] [--json out.json]
+    python benchmarks/train_precision.py [--threads 2] [--steps 10] [--acts relu,qcfs,qcfs-composed] [--json out.json]
 
 Times SGD steps (Nesterov, batch 128, channels-last, as ``spikec train`` runs CIFAR) on random
 32x32 inputs after 3 warm-up steps, and scales them to the 391 batches of a CIFAR-10 epoch (data
 loading, augmentation and the test pass excluded). Also times ``torch.compile`` of the float32 model.
+``--acts``: the activation of every layer: ReLU, QCFS (L=4) with its written-out gradient, or QCFS
+composed of torch ops as it was before (``qcfs-composed``, the same values and gradients), so the
+two QCFS forms are timed side by side in one run.
 """
 import argparse
 import json
@@ -24,9 +27,28 @@ from spikec.models import build_model  # noqa: E402
 BATCHES_PER_EPOCH = 391
 
 
-def epoch_seconds(mode: str, steps: int, batch: int = 128) -> float:
+def composed_qcfs(x, threshold, levels, shift=0.5):
+    """QCFS as clamp, floor with an identity gradient and scalings, each a torch op (before the written-out gradient)."""
+    f = torch.clamp(x / threshold, 0.0, 1.0) * levels + shift
+    return (f + (torch.floor(f) - f).detach()) / levels * threshold
+
+
+def epoch_seconds(mode: str, steps: int, batch: int = 128, act: str = "relu") -> float:
+    import spikec.conversion.qcfs as qcfs_module
+
     torch.manual_seed(0)
-    model = build_model("resnet", (3, 32, 32), 10, depth=20).to(memory_format=torch.channels_last)
+    kw = {} if act == "relu" else {"act": lambda: qcfs_module.QCFS(4)}
+    model = build_model("resnet", (3, 32, 32), 10, depth=20, **kw).to(memory_format=torch.channels_last)
+    written_out = qcfs_module.qcfs
+    if act == "qcfs-composed":
+        qcfs_module.qcfs = composed_qcfs
+    try:
+        return _time_steps(model, mode, steps, batch)
+    finally:
+        qcfs_module.qcfs = written_out
+
+
+def _time_steps(model, mode: str, steps: int, batch: int) -> float:
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,))
@@ -53,14 +75,17 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--modes", default="fp32,bf16,compile-fp32")
+    p.add_argument("--acts", default="relu", help="relu, qcfs, qcfs-composed (comma-separated)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     out = {"machine": f"{platform.machine()} {os.cpu_count()} cpus", "threads": args.threads,
            "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), "seconds_per_epoch": {}}
     for mode in args.modes.split(","):
-        out["seconds_per_epoch"][mode] = epoch_seconds(mode, args.steps)
-        print(f"{mode}: {out['seconds_per_epoch'][mode]:.1f} s per epoch", flush=True)
+        for act in args.acts.split(","):
+            key = mode if act == "relu" else f"{mode}/{act}"
+            out["seconds_per_epoch"][key] = epoch_seconds(mode, args.steps, act=act)
+            print(f"{key}: {out['seconds_per_epoch'][key]:.1f} s per epoch", flush=True)
     if args.json:
         with atomic_path(args.json) as tmp, open(tmp, "w") as f:
             json.dump(out, f, indent=1)

@@ -48,32 +48,61 @@ def threshold_levels(config: HardwareConfig) -> torch.Tensor:
     return torch.exp(config.mfta_step * k)
 
 
+@dataclass(frozen=True)
+class ReadSums:
+    """Sums over a calibration read that make ``s*`` linear in each chip's cells (per copy of the cells)."""
+
+    fired_values: torch.Tensor  # [copies, N, K] input values summed over each neuron's in-window points
+    fired_y: torch.Tensor  # [copies, K] ideal firing times summed over the same points
+    counts: torch.Tensor  # [copies, K] in-window points
+    all_values: torch.Tensor  # [copies, N] input values summed over all points
+    all_y: torch.Tensor  # [copies, K]
+    points: torch.Tensor  # [copies] all points
+
+
+def read_sums(calib: Calibration, copies: int) -> ReadSums:
+    """:class:`ReadSums` of ``calib`` for cells in ``copies`` copies (position ``p`` on copy ``p % copies``)."""
+    n, P, N = calib.values.shape
+    values = calib.values.to(torch.float64)
+    y = 1.0 - calib.charge.to(torch.float64)  # ideal firing time, windows
+    valid = ((y > 0) & (y < calib.window)).to(torch.float64)  # [n, P, K]
+    K = y.shape[-1]
+    out = {k: [] for k in ("fired_values", "fired_y", "counts", "all_values", "all_y", "points")}
+    for q in range(copies):
+        on = torch.arange(q, P, copies)
+        v, t, ok = values[:, on].reshape(-1, N), y[:, on].reshape(-1, K), valid[:, on].reshape(-1, K)
+        out["fired_values"].append(v.T @ ok)
+        out["fired_y"].append((t * ok).sum(0))
+        out["counts"].append(ok.sum(0))
+        out["all_values"].append(v.sum(0))
+        out["all_y"].append(t.sum(0))
+        out["points"].append(torch.tensor(float(v.shape[0]), dtype=torch.float64))
+    return ReadSums(**{k: torch.stack(v) for k, v in out.items()})
+
+
 def best_scale(chip: ChipLayer, calib: Calibration) -> tuple[torch.Tensor, torch.Tensor]:
     """``(s*, points)``: least-squares threshold scale ``[C, copies, K]`` and in-window calibration points per neuron.
 
     Neurons that never fire inside their window on the calibration inputs are fitted on all
-    calibration points (the unclipped relation; exact for a pure gain error).
+    calibration points (the unclipped relation; exact for a pure gain error). The chip's charge
+    ``c' = v w' + b'`` is linear in its cells, so ``sum (r' y + c')`` over a neuron's points is
+    ``r' sum y + w' . sum v + b' count``: the read's sums (:func:`read_sums`, once per layer) stand in for
+    the charges of every chip, which the sweep would otherwise integrate for every calibration input.
     """
-    C = chip.chips
-    n, P, _ = calib.values.shape
     copies = chip.weight.shape[1]
-    c_chip = chip_charge(chip, calib.values.unsqueeze(0).expand(C, *calib.values.shape))  # [C, n, P, K]
-    ramp = per_position(chip.ramp, P).unsqueeze(1)  # [C, 1, P|1, K]
-    y = 1.0 - calib.charge  # ideal firing time, windows
-    valid = ((y > 0) & (y < calib.window)).to(torch.float64)  # [n, P, K]
-    z = (ramp * y + c_chip) * valid
-    K = z.shape[-1]
-    copy_of = torch.arange(P) % copies
-    sums = torch.zeros(C, copies, K, dtype=torch.float64).index_add_(1, copy_of, z.sum(1))
-    counts = torch.zeros(copies, K, dtype=torch.float64).index_add_(0, copy_of, valid.sum(0))
-    # neurons that never fire inside their window on the calibration inputs: all points (the read sees the charge)
-    z_all = (ramp * y + c_chip).sum(1)
-    sums_all = torch.zeros(C, copies, K, dtype=torch.float64).index_add_(1, copy_of, z_all)
-    n_all = torch.zeros(copies, dtype=torch.float64).index_add_(0, copy_of, torch.full((P,), float(n), dtype=torch.float64))
-    fallback = sums_all / n_all.clamp(min=1).view(copies, 1)
-    scale = torch.where(counts > 0, sums / counts.clamp(min=1), fallback)
+    sums_of = calib.__dict__.setdefault("_sums", {})  # per layer and copy count, shared by every chip set
+    if copies not in sums_of:
+        sums_of[copies] = read_sums(calib, copies)
+    r = sums_of[copies]
+    w = chip.weight.to(torch.float64)  # [C, copies, N, K]
+    b = chip.bias.to(torch.float64)  # [C, copies, K]
+    ramp = chip.ramp.to(torch.float64)
+    sums = torch.einsum("cqnk,qnk->cqk", w, r.fired_values) + b * r.counts + ramp * r.fired_y
+    sums_all = torch.einsum("cqnk,qn->cqk", w, r.all_values) + b * r.points.view(-1, 1) + ramp * r.all_y
+    fallback = sums_all / r.points.clamp(min=1).view(-1, 1)
+    scale = torch.where(r.counts > 0, sums / r.counts.clamp(min=1), fallback)
     good_ramp = (chip.ramp > 0)
-    return torch.where(good_ramp, scale, torch.ones_like(scale)), counts
+    return torch.where(good_ramp, scale, torch.ones_like(scale)), r.counts
 
 
 def nearest_level(scale: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:

@@ -46,6 +46,39 @@ def test_fixed_threshold_and_bad_arguments():
         QCFS(levels=4, threshold=0.0)
 
 
+def _composed_qcfs(x, threshold, levels, shift=0.5):
+    """QCFS as clamp, floor with an identity gradient and scalings, each a torch op (autograd derives the gradient)."""
+    f = torch.clamp(x / threshold, 0.0, 1.0) * levels + shift
+    return (f + (torch.floor(f) - f).detach()) / levels * threshold
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("levels", [1, 4, 8])
+def test_written_out_gradient_equals_the_composed_one(dtype, levels):
+    """Values, input gradients and threshold gradient of qcfs equal autograd's through the composition,
+    at the clip bounds and on quantisation-step edges too."""
+    gen = torch.Generator().manual_seed(levels)
+    x = (torch.randn(4000, generator=gen) * 3).to(dtype)
+    x[:8] = torch.tensor([0.0, -0.0, 2.5, 5.0, 2.5 / levels * 0.5, 2.5 / levels * 1.5, -1.0, 7.0]).to(dtype)
+    g = (torch.randn(4000, generator=gen)).to(dtype)
+    got, want = [], []
+    for fn, out in ((qcfs, got), (_composed_qcfs, want)):
+        xa = x.clone().requires_grad_(True)
+        th = torch.tensor(2.5, requires_grad=True)
+        y = fn(xa, th, levels)
+        y.backward(g)
+        out += [y.detach(), xa.grad, th.grad]
+    assert got[0].dtype == dtype and torch.equal(got[0], want[0])
+    # the same clip mask; inside it the written-out gradient is the incoming one, autograd's the incoming one
+    # scaled by lambda / L, L and 1 / lambda in turn (a rounding or two apart)
+    assert torch.equal(got[1] != 0, want[1] != 0) and bool((got[1][got[1] != 0] == g[got[1] != 0]).all())
+    torch.testing.assert_close(got[1], want[1])
+    if dtype == torch.bfloat16:  # the written-out sum accumulates in float32, autograd's in bfloat16
+        torch.testing.assert_close(got[2], want[2], rtol=2e-2, atol=0.5)
+    else:
+        torch.testing.assert_close(got[2], want[2], rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=1e-6)
+
+
 def test_functional_form_matches_the_module():
     x = torch.randn(100) * 3
     torch.testing.assert_close(qcfs(x, torch.tensor(2.5), 8), QCFS(8, 2.5)(x).detach())
@@ -94,6 +127,6 @@ def test_qcfs_from_relu_copies_weights_and_sets_thresholds_at_the_percentile():
         want = positive[math.ceil(0.9 * len(positive)) - 1]  # nearest rank
         got = q.get_submodule(name)
         assert isinstance(got, QCFS) and got.levels == 4
-        assert float(got.threshold) == pytest.approx(float(want), rel=1e-6, abs=0)
+        assert float(got.threshold.detach()) == pytest.approx(float(want), rel=1e-6, abs=0)
     with pytest.raises(ValueError, match="build_model"):
         qcfs_from_relu(torch.nn.Sequential(torch.nn.ReLU()), calib)

@@ -39,3 +39,11 @@ def lenet_snn(digits):
 @pytest.fixture(scope="session")
 def mlp_snn(digits):
     return _ttfs("mlp", digits, 8, hidden=(48,))
+
+
+@pytest.fixture(scope="session")
+def small_resnet():
+    """Residual (replayed copy rows), strided and padded convolutions, a bias on every layer."""
+    torch.manual_seed(0)
+    ann = build_model("resnet", (3, 8, 8), 10, depth=20, width=0.25).double().eval()
+    return convert_ttfs(ann, torch.rand(32, 3, 8, 8, dtype=torch.float64), time_bits=4)

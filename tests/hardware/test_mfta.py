@@ -61,3 +61,42 @@ def test_pure_gain_is_cancelled_exactly(mlp_snn, digits):
     for name, layer in nominal.layers.items():
         same = (fixed.layers[name].steps == layer.steps).double().mean()
         assert float(same) > 0.995, name
+
+
+def _best_scale_from_charges(chip, calib):
+    """The least-squares scale written as the docstring states it: every chip's charges on every calibration point."""
+    from spikec.hardware.timing import chip_charge, per_position
+
+    C, copies = chip.chips, chip.weight.shape[1]
+    n, P, _ = calib.values.shape
+    c_chip = chip_charge(chip, calib.values.unsqueeze(0).expand(C, *calib.values.shape))  # [C, n, P, K]
+    ramp = per_position(chip.ramp, P).unsqueeze(1)
+    y = 1.0 - calib.charge
+    valid = ((y > 0) & (y < calib.window)).to(torch.float64)
+    z = ramp * y + c_chip
+    copy_of = torch.arange(P) % copies
+    K = z.shape[-1]
+    sums = torch.zeros(C, copies, K, dtype=torch.float64).index_add_(1, copy_of, (z * valid).sum(1))
+    counts = torch.zeros(copies, K, dtype=torch.float64).index_add_(0, copy_of, valid.sum(0))
+    sums_all = torch.zeros(C, copies, K, dtype=torch.float64).index_add_(1, copy_of, z.sum(1))
+    n_all = torch.zeros(copies, dtype=torch.float64).index_add_(0, copy_of, torch.full((P,), float(n), dtype=torch.float64))
+    scale = torch.where(counts > 0, sums / counts.clamp(min=1), sums_all / n_all.view(copies, 1))
+    return torch.where(chip.ramp > 0, scale, torch.ones_like(scale)), counts
+
+
+def test_best_scale_from_read_sums_equals_the_charges_of_every_point(lenet_snn, small_resnet, digits):
+    """The read's sums give the same s* as integrating every chip's charge on every calibration point,
+    with one copy of the cells and with four (positions on different cells), with stuck cells."""
+    checked = 0
+    for snn, x_cal, copies in ((lenet_snn, digits[0].tensors[0][:24], 1), (lenet_snn, digits[0].tensors[0][:24], 4),
+                               (small_resnet, torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(2)), 1)):
+        cfg = HardwareConfig(sigma=0.2, sigma_chip=0.1, stuck_off_rate=0.02, conv_copies=copies)
+        model = PEModel.from_snn(snn, cfg)
+        calib = model.calibrate(x_cal)
+        for chip, cal in zip(model.chips(3), calib):
+            s, points = best_scale(chip, cal)
+            s_ref, points_ref = _best_scale_from_charges(chip, cal)
+            assert s.shape == s_ref.shape and torch.equal(points, points_ref), chip.crossbar.layer.name
+            assert torch.allclose(s, s_ref, rtol=1e-10, atol=1e-12), chip.crossbar.layer.name
+            checked += int(chip.weight.shape[1] == copies)
+    assert checked >= 6

@@ -7,7 +7,7 @@ import torch
 from spikec.hardware.config import HardwareConfig
 from spikec.hardware.evaluate import PEModel
 from spikec.hardware.simulate import run_program
-from spikec.hardware.timing import RunOptions, fire_steps, tta_stop
+from spikec.hardware.timing import RunOptions, fire_steps, kth_firing_step, tta_stop
 
 INF = math.inf
 
@@ -132,3 +132,18 @@ def test_fire_steps_equals_the_neuron_rule(dtype, windows):
     assert got.dtype == dtype
     assert torch.equal(got, _stepped_reference(c, r, t, S, windows))
     assert bool(torch.isfinite(got).any()) and bool(torch.isinf(got).any())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kth_firing_step_equals_kthvalue(dtype):
+    """The selective k-th smallest equals torch.kthvalue over every position, silent neurons (inf) included,
+    on a layout that is not contiguous in the neuron dimension (as conv outputs are)."""
+    gen = torch.Generator().manual_seed(3)
+    for silent in (0.0, 0.5, 0.9, 1.0):
+        steps = torch.randint(0, 16, (3, 4, 10, 50), generator=gen).to(dtype)
+        steps[torch.rand(steps.shape, generator=gen) < silent] = float("inf")
+        steps = steps.transpose(-1, -2)  # [3, 4, 50, 10]
+        for k in (1, 2, 7, 10):
+            want = torch.kthvalue(steps, k, dim=-1).values
+            got = kth_firing_step(steps, k)
+            assert got.dtype == dtype and torch.equal(got, want), (silent, k)

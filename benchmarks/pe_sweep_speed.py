@@ -1,0 +1,126 @@
+"""The variation sweep of ``spikec energy`` before and after the simulator changes of 2026-12-03, side by side.
+
+    python benchmarks/pe_sweep_speed.py runs/cifar10/resnet20_ttfs.h5 [--samples 100] [--chips 10]
+        [--sigma 0.2] [--repeats 2] [--threads 2] [--json out.json]
+
+One setting of the sweep (``sigma`` over ``chips`` chips, compensation none / MFTA / ideal threshold, the
+preset's TTA) on a seeded stratified draw of test images, timed in one process with the three changes
+switched off ("before") and on ("after"), alternating, so the ratio holds on a noisy machine:
+
+- MFTA's least-squares scale from the calibration read's sums instead of every chip's charges on every
+  calibration point (``mfta.best_scale``);
+- a residual layer's replayed skip rows folded into its convolution kernel (``timing.conv_charge``);
+- ``torch.kthvalue`` for the TTA stop only on positions where enough neurons fire (``timing.kth_firing_step``).
+
+The MFTA read sums are rebuilt for every timed sweep (the study reuses them for all its sigmas), and
+both variants must give the same accuracies on every chip (printed, and in the JSON).
+"""
+import argparse
+import contextlib
+import json
+import os
+import platform
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import spikec.hardware.mfta as mfta  # noqa: E402
+import spikec.hardware.timing as timing  # noqa: E402
+from spikec.checkpoint import load_model  # noqa: E402
+from spikec.data import load_dataset  # noqa: E402
+from spikec.data.sample import stratified_tensors  # noqa: E402
+from spikec.hardware.config import preset  # noqa: E402
+from spikec.hardware.evaluate import PEModel  # noqa: E402
+from spikec.hardware.timing import RunOptions  # noqa: E402
+from spikec.io.atomic import atomic_path  # noqa: E402
+
+
+def scale_from_charges(chip, calib):
+    """MFTA's scale as computed before: every chip's charge on every calibration point."""
+    C, copies = chip.chips, chip.weight.shape[1]
+    n, P, _ = calib.values.shape
+    c_chip = timing.chip_charge(chip, calib.values.unsqueeze(0).expand(C, *calib.values.shape))
+    ramp = timing.per_position(chip.ramp, P).unsqueeze(1)
+    y = 1.0 - calib.charge
+    valid = ((y > 0) & (y < calib.window)).to(torch.float64)
+    z = ramp * y + c_chip
+    copy_of = torch.arange(P) % copies
+    K = z.shape[-1]
+    sums = torch.zeros(C, copies, K, dtype=torch.float64).index_add_(1, copy_of, (z * valid).sum(1))
+    counts = torch.zeros(copies, K, dtype=torch.float64).index_add_(0, copy_of, valid.sum(0))
+    sums_all = torch.zeros(C, copies, K, dtype=torch.float64).index_add_(1, copy_of, z.sum(1))
+    n_all = torch.zeros(copies, dtype=torch.float64).index_add_(0, copy_of, torch.full((P,), float(n), dtype=torch.float64))
+    scale = torch.where(counts > 0, sums / counts.clamp(min=1), sums_all / n_all.view(copies, 1))
+    return torch.where(chip.ramp > 0, scale, torch.ones_like(scale)), counts
+
+
+@contextlib.contextmanager
+def before(model: PEModel):
+    """The simulator as it was: the three changes switched off."""
+    saved = mfta.best_scale, timing.kth_firing_step
+    splits = {}
+    for xb in model.crossbars:
+        split = timing._conv_split(xb.layer)
+        splits[xb.layer.name] = split
+        if split is not None:
+            object.__setattr__(xb.layer, "_conv_split", (split[0], split[1], None))
+    mfta.best_scale = scale_from_charges
+    timing.kth_firing_step = lambda steps, k: torch.kthvalue(steps, k, dim=-1).values
+    try:
+        yield
+    finally:
+        mfta.best_scale, timing.kth_firing_step = saved
+        for xb in model.crossbars:
+            object.__setattr__(xb.layer, "_conv_split", splits[xb.layer.name])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("snn")
+    p.add_argument("--dataset", default="../shared/data/cifar10")
+    p.add_argument("--samples", type=int, default=100)
+    p.add_argument("--chips", type=int, default=10)
+    p.add_argument("--sigma", type=float, default=0.2)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    snn, _ = load_model(args.snn)
+    train, test, _ = load_dataset(args.dataset)
+    x, y = stratified_tensors(test.tensors, args.samples, 0)
+    cal_x, cal_y = stratified_tensors(train.tensors, 512, 0)
+    config = preset("twin-column")
+    model = PEModel.from_snn(snn, config)
+    options = RunOptions.from_config(config)
+    seconds = {"before": [], "after": []}
+    accuracy = {}
+    for _ in range(args.repeats):
+        for variant in ("before", "after"):
+            calib = model.calibrate(cal_x[:config.calib_samples])  # fresh read sums every time
+            with before(model) if variant == "before" else contextlib.nullcontext():
+                t = time.perf_counter()
+                rows = model.variation_sweep(x, y, calib, (args.sigma,), ("none", "mfta", "ideal"), args.chips,
+                                             options, progress=False)
+                seconds[variant].append(time.perf_counter() - t)
+            accuracy[variant] = {r["compensation"]: r["accuracy_per_chip"] for r in rows}
+            print(f"{variant}: {seconds[variant][-1]:.1f} s", {k: round(sum(v) / len(v), 4) for k, v in accuracy[variant].items()},
+                  flush=True)
+    same = accuracy["before"] == accuracy["after"]
+    ratio = min(seconds["before"]) / min(seconds["after"])
+    print(f"before / after: {ratio:.2f}x (best of {args.repeats}); same accuracy on every chip: {same}")
+    if args.json:
+        out = {"machine": f"{platform.machine()} {os.cpu_count()} cpus", "threads": args.threads,
+               "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), "snn": args.snn,
+               "samples": args.samples, "chips": args.chips, "sigma": args.sigma, "seconds": seconds,
+               "ratio_best": ratio, "same_accuracy_per_chip": same, "accuracy": accuracy}
+        with atomic_path(args.json) as tmp, open(tmp, "w") as f:
+            json.dump(out, f, indent=1)
+            f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
