@@ -1,4 +1,5 @@
-"""The variation sweep of ``spikec energy`` before and after the simulator changes of 2026-12-03, side by side.
+"""The variation sweep and the nominal chip's energy run of ``spikec energy``, before and after the simulator
+changes of 2026-12-03, side by side.
 
     python benchmarks/pe_sweep_speed.py runs/cifar10/resnet20_ttfs.h5 [--samples 100] [--chips 10]
         [--sigma 0.2] [--repeats 2] [--threads 2] [--json out.json]
@@ -10,7 +11,10 @@ switched off ("before") and on ("after"), alternating, so the ratio holds on a n
 - MFTA's least-squares scale from the calibration read's sums instead of every chip's charges on every
   calibration point (``mfta.best_scale``);
 - a residual layer's replayed skip rows folded into its convolution kernel (``timing.conv_charge``);
-- ``torch.kthvalue`` for the TTA stop only on positions where enough neurons fire (``timing.kth_firing_step``).
+- ``torch.kthvalue`` for the TTA stop only on positions where enough neurons fire (``timing.kth_firing_step``);
+- the float64 crossbar products of a chip on its cell grid (the nominal chip of the main run and the
+  TTA curve) as exact integer sums in float32 (``timing.grid_levels``); timed on the nominal chip with
+  energy accounting, which must give the same accuracy and the same energy to 1e-12.
 
 The MFTA read sums are rebuilt for every timed sweep (the study reuses them for all its sigmas), and
 both variants must give the same accuracies on every chip (printed, and in the JSON).
@@ -60,7 +64,7 @@ def scale_from_charges(chip, calib):
 @contextlib.contextmanager
 def before(model: PEModel):
     """The simulator as it was: the three changes switched off."""
-    saved = mfta.best_scale, timing.kth_firing_step
+    saved = mfta.best_scale, timing.kth_firing_step, timing.grid_levels
     splits = {}
     for xb in model.crossbars:
         split = timing._conv_split(xb.layer)
@@ -69,10 +73,11 @@ def before(model: PEModel):
             object.__setattr__(xb.layer, "_conv_split", (split[0], split[1], None))
     mfta.best_scale = scale_from_charges
     timing.kth_firing_step = lambda steps, k: torch.kthvalue(steps, k, dim=-1).values
+    timing.grid_levels = lambda chip, window_steps: None
     try:
         yield
     finally:
-        mfta.best_scale, timing.kth_firing_step = saved
+        mfta.best_scale, timing.kth_firing_step, timing.grid_levels = saved
         for xb in model.crossbars:
             object.__setattr__(xb.layer, "_conv_split", splits[xb.layer.name])
 
@@ -97,7 +102,8 @@ def main() -> None:
     model = PEModel.from_snn(snn, config)
     options = RunOptions.from_config(config)
     seconds = {"before": [], "after": []}
-    accuracy = {}
+    energy_seconds = {"before": [], "after": []}
+    accuracy, energy = {}, {}
     for _ in range(args.repeats):
         for variant in ("before", "after"):
             calib = model.calibrate(cal_x[:config.calib_samples])  # fresh read sums every time
@@ -107,16 +113,29 @@ def main() -> None:
                                              options, progress=False)
                 seconds[variant].append(time.perf_counter() - t)
             accuracy[variant] = {r["compensation"]: r["accuracy_per_chip"] for r in rows}
+            with before(model) if variant == "before" else contextlib.nullcontext():
+                t = time.perf_counter()
+                result = model.evaluate(model.nominal(), x, y, options)
+                energy_seconds[variant].append(time.perf_counter() - t)
+            energy[variant] = (result.accuracy, result.energy["total"])
+            print(f"  nominal chip with energy: {energy_seconds[variant][-1]:.1f} s, accuracy {result.accuracy:.4f}, "
+                  f"{result.energy['total'] * 1e9:.3f} nJ", flush=True)
             print(f"{variant}: {seconds[variant][-1]:.1f} s", {k: round(sum(v) / len(v), 4) for k, v in accuracy[variant].items()},
                   flush=True)
     same = accuracy["before"] == accuracy["after"]
     ratio = min(seconds["before"]) / min(seconds["after"])
-    print(f"before / after: {ratio:.2f}x (best of {args.repeats}); same accuracy on every chip: {same}")
+    print(f"sweep before / after: {ratio:.2f}x (best of {args.repeats}); same accuracy on every chip: {same}")
+    energy_ratio = min(energy_seconds["before"]) / min(energy_seconds["after"])
+    same_energy = energy["before"][0] == energy["after"][0] and \
+        abs(energy["before"][1] - energy["after"][1]) <= 1e-12 * abs(energy["before"][1])
+    print(f"nominal chip with energy, before / after: {energy_ratio:.2f}x; same accuracy and energy: {same_energy}")
     if args.json:
         out = {"machine": f"{platform.machine()} {os.cpu_count()} cpus", "threads": args.threads,
                "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), "snn": args.snn,
                "samples": args.samples, "chips": args.chips, "sigma": args.sigma, "seconds": seconds,
-               "ratio_best": ratio, "same_accuracy_per_chip": same, "accuracy": accuracy}
+               "ratio_best": ratio, "same_accuracy_per_chip": same, "accuracy": accuracy,
+               "energy_run_seconds": energy_seconds, "energy_run_ratio_best": energy_ratio,
+               "energy_run_same": same_energy, "energy_run": energy}
         with atomic_path(args.json) as tmp, open(tmp, "w") as f:
             json.dump(out, f, indent=1)
             f.write("\n")

@@ -48,10 +48,11 @@ class HardwareConfig:
     r_off_ohm: float = _f(1.7e6, "crossbar", "ohm", f"{NEUROSIM}: resistanceOff = 100e3*17")
     cell_levels: int = _f(16, "crossbar", "conductance levels per cell",
                           "assumption: 4-bit multi-level ReRAM cell (weights use levels-1 steps above G_off)")
-    cells_per_weight: int = _f(2, "crossbar", "cells per weight and sign",
+    cells_per_weight: int = _f(3, "crossbar", "cells per weight and sign",
                                "issue 14 mapping: a weight's G+ (and G-) is spread over this many cells on parallel "
-                               "columns into the same integrator, cells_per_weight*(cell_levels-1) levels a side; 2 keeps "
-                               "CIFAR networks within about a point of the SNN (16 levels alone lost ~4 points on a ResNet-20)")
+                               "columns into the same integrator, cells_per_weight*(cell_levels-1) levels a side (16 levels "
+                               "alone lost ~4 points on a ResNet-20); "
+                               "3 cells (45 levels a side) bring a 20-epoch CIFAR ResNet-20's nominal chip to its SNN on 1,000 stratified training images (2 cells: 0.5 below; 3: 0.3 above) and on the study's test draw (2 cells: 1.0 below; 3: 0.0), for 1.6x the tiles and 16% more energy per inference (benchmarks/pe_cell_precision.py)")
     max_row_copies: int | None = _f(None, "crossbar", "rows per ramp or identity-shortcut weight",
                                     "issue 14 mapping: a pair's step is coarsened until its slope-1 ramp and its "
                                     "shortcut gain each fit in this many rows; unset = no cap (a near-empty column's "

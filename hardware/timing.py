@@ -131,7 +131,7 @@ def _tap_of_rows(rows: torch.Tensor, taps: torch.Tensor) -> torch.Tensor | None:
     return same.to(torch.uint8).argmax(0)
 
 
-def conv_charge(chip: ChipLayer, v_in: torch.Tensor) -> torch.Tensor | None:
+def conv_charge(chip: ChipLayer, v_in: torch.Tensor, window_steps: int | None = None) -> torch.Tensor | None:
     """``[C, B, P, K]`` charge of a convolution layer from its source map ``v_in`` ``[C, B, *in_shape]``, or ``None``.
 
     The first rows of a convolution layer (all of them, or all but the replayed skip rows of a
@@ -153,7 +153,9 @@ def conv_charge(chip: ChipLayer, v_in: torch.Tensor) -> torch.Tensor | None:
     kh, kw = g.kernel
     C, _, N, K = chip.weight.shape
     n = c_in * kh * kw
-    w = chip.weight[:, 0].to(v_in.dtype)  # [C, N, K]
+    # float64 runs of a chip on its cell grid: exact integer products in float32 (see grid_levels)
+    levels = grid_levels(chip, window_steps) if v_in.dtype == torch.float64 and window_steps else None
+    w = chip.weight[:, 0].to(v_in.dtype) if levels is None else levels  # [C, N, K]
     if taps is not None and rest.numel():
         # the rest rows read single taps of a convolution over all channels: one conv2d with those rows'
         # weights added at their taps (zero elsewhere) instead of a gather and a product
@@ -163,18 +165,49 @@ def conv_charge(chip: ChipLayer, v_in: torch.Tensor) -> torch.Tensor | None:
         wide.index_add_(1, taps, w[:, rest])
         w, n, rest = wide, c_in * kh * kw, rest[:0]
     x = v_in[..., :c_in, : g.crop[0], : g.crop[1]]
+    if levels is not None:  # whole levels times whole input steps (S v = S - m): exact in float32
+        x = x.mul(float(window_steps)).to(torch.float32)
     wc = w[:, :n].transpose(1, 2).reshape(C, K, c_in, kh, kw)
     out = []
     for c in range(C):
         y = torch.nn.functional.conv2d(x[c], wc[c], stride=g.stride, padding=g.padding, dilation=g.dilation)
         out.append(y.flatten(2).transpose(1, 2))  # [B, P, K], positions row-major as in conv_index
     q = torch.stack(out)
+    if levels is not None:
+        q = q.to(torch.float64) * (chip.crossbar.step.to(torch.float64) / window_steps)
+        w = chip.weight[:, 0].to(v_in.dtype)
     if rest.numel():
         idx = unroll_index(layer)[:, rest]
         v_rest = unroll_inputs(layer, v_in, 0.0, index=idx)  # [C, B, P, r]
         B, P = v_rest.shape[1:3]
         q = q + torch.bmm(v_rest.reshape(C, B * P, -1), w[:, rest]).reshape(C, B, P, K)
     return q + chip.bias[:, :1].to(v_in.dtype).unsqueeze(1)
+
+
+def grid_levels(chip: ChipLayer, window_steps: int) -> torch.Tensor | None:
+    """The chip's weights as whole levels of each column's step, ``[C, N, K]`` float32, or ``None``.
+
+    Weights of a chip without variation are whole levels ``l`` of their pair's step (up to float64
+    rounding of the conductances), and input values are whole steps ``(S - m) / S``, so the
+    crossbar product is ``step / S`` times a sum of integer products; while every column's
+    ``S sum |l|`` stays below ``2^24`` that sum is exact in float32 in any order. A float64
+    ``conv2d`` on CPU is 8-20x slower than a float32 one (it was half of the energy runs of the
+    study), so the nominal chip's products run on the levels. ``None`` where a weight is off the
+    grid (a varied chip), the sums could leave float32's integers, or the cells have several copies.
+    """
+    key = ("_grid_levels", int(window_steps))
+    if key in chip.__dict__:
+        return chip.__dict__[key]
+    out = None
+    step = chip.crossbar.step.to(torch.float64)  # [K]
+    if chip.weight.shape[1] == 1 and bool((step > 0).all()):
+        w = chip.weight[:, 0].to(torch.float64)
+        levels = torch.round(w / step)
+        on_grid = bool(((w - levels * step).abs() <= 1e-9 * step).all())
+        if on_grid and float(levels.abs().sum(-2).max()) * window_steps < 2.0 ** 24:
+            out = levels.to(torch.float32)
+    chip.__dict__[key] = out
+    return out
 
 
 def input_values(steps: torch.Tensor, window_steps: int) -> torch.Tensor:
@@ -266,7 +299,7 @@ def run_layer(
     steps_in = steps_in.to(dtype)
     # values on the source maps first, then one gather (the unrolled tensor is the big one); k / S is exact
     v_in = input_values(steps_in, S).to(options.charge_dtype)
-    charge = None if keep else conv_charge(chip, v_in)
+    charge = None if keep else conv_charge(chip, v_in, S)
     values = None
     if charge is None:
         values = unroll_inputs(layer, v_in, 0.0)  # [C, B, P, N]

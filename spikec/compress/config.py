@@ -73,7 +73,7 @@ class PruneConfig:
     strength: float = 1e-3
     tile_rows: int = 128
     tile_cols: int = 128
-    cells_per_weight: int = 2
+    cells_per_weight: int = 3  # as the twin-column preset's
     layers: LayerSelection = field(default_factory=LayerSelection)
 
     def __post_init__(self):

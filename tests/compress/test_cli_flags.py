@@ -87,4 +87,4 @@ def test_hardware_sets_the_tile_groups_and_the_cells_of_the_noise():
     assert yan.prune.tile.rows == hw.tile_rows and yan.prune.tile.pairs == hw.neurons_per_tile
     assert yan.robust.g_off_ratio == pytest.approx(hw.g_off / (hw.g_on - hw.g_off), rel=1e-12)
     twin = _config("--structure", "tile")  # no --hardware: the twin-column layout of the tile report
-    assert twin.prune.tile.pairs == preset("twin-column").neurons_per_tile == 32
+    assert twin.prune.tile.pairs == preset("twin-column").neurons_per_tile == 128 // (2 * 3) == 21

@@ -89,3 +89,26 @@ def test_accountings_of_one_run_equal_separate_runs(lenet_snn, digits):
             assert got.energy[k] == pytest.approx(want.energy[k], rel=1e-12, abs=0), (pg, wake, k)
         assert torch.equal(got.per_sample["energy_j"], want.per_sample["energy_j"])
     assert results[0].energy["total"] < results[1].energy["total"]  # gating saves
+
+
+def test_nominal_chip_products_on_whole_levels_equal_the_float64_ones(small_resnet, lenet_snn):
+    """On a chip without variation the float64 crossbar product runs on whole levels in float32
+    (exact integer sums): equal to the unrolled float64 product; varied chips keep float64."""
+    from spikec.hardware.extract import unroll_inputs
+
+    S = 16
+    integer = 0
+    for snn in (small_resnet, lenet_snn):
+        model = PEModel.from_snn(snn, HardwareConfig(window_bits=4))
+        for chip, varied in zip(model.nominal(), PEModel.from_snn(snn, HardwareConfig(window_bits=4, sigma=0.2)).chips(2)):
+            layer = chip.crossbar.layer
+            m = torch.randint(0, S + 4, (1, 5, *layer.in_shape), generator=torch.Generator().manual_seed(1)).double()
+            v = timing.input_values(torch.where(m >= S, torch.full_like(m, float("inf")), m), S)
+            fast = timing.conv_charge(chip, v, S)
+            if fast is None:
+                continue
+            integer += int(timing.grid_levels(chip, S) is not None)
+            ref = timing.chip_charge(chip, unroll_inputs(layer, v, 0.0))
+            assert torch.allclose(fast, ref, rtol=1e-12, atol=1e-12), layer.name
+            assert timing.grid_levels(varied, S) is None  # off the grid: float64 products
+    assert integer >= 10
