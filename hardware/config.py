@@ -52,7 +52,7 @@ class HardwareConfig:
                                "issue 14 mapping: a weight's G+ (and G-) is spread over this many cells on parallel "
                                "columns into the same integrator, cells_per_weight*(cell_levels-1) levels a side (16 levels "
                                "alone lost ~4 points on a ResNet-20); "
-                               "3 cells (45 levels a side) bring a 20-epoch CIFAR ResNet-20's nominal chip to its SNN on 1,000 stratified training images (2 cells: 0.5 below; 3: 0.3 above) and on the study's test draw (2 cells: 1.0 below; 3: 0.0), for 1.6x the tiles and 16% more energy per inference (benchmarks/pe_cell_precision.py)")
+                               "3 cells (45 levels a side) bring a 20-epoch CIFAR ResNet-20's nominal chip to its SNN on 1,000 stratified training images (2 cells: 0.5 below; 3: 0.3-0.5 above) and on the study's test draw (2 cells: 1.0-1.1 below; 3: 0.0-0.1), for 1.6x the tiles and 16% more energy per inference (benchmarks/pe_cell_precision.py)")
     max_row_copies: int | None = _f(None, "crossbar", "rows per ramp or identity-shortcut weight",
                                     "issue 14 mapping: a pair's step is coarsened until its slope-1 ramp and its "
                                     "shortcut gain each fit in this many rows; unset = no cap (a near-empty column's "
