@@ -42,25 +42,6 @@ from spikec.hardware.timing import RunOptions  # noqa: E402
 from spikec.io.atomic import atomic_path  # noqa: E402
 
 
-def scale_from_charges(chip, calib):
-    """MFTA's scale as computed before: every chip's charge on every calibration point."""
-    C, copies = chip.chips, chip.weight.shape[1]
-    n, P, _ = calib.values.shape
-    c_chip = timing.chip_charge(chip, calib.values.unsqueeze(0).expand(C, *calib.values.shape))
-    ramp = timing.per_position(chip.ramp, P).unsqueeze(1)
-    y = 1.0 - calib.charge
-    valid = ((y > 0) & (y < calib.window)).to(torch.float64)
-    z = ramp * y + c_chip
-    copy_of = torch.arange(P) % copies
-    K = z.shape[-1]
-    sums = torch.zeros(C, copies, K, dtype=torch.float64).index_add_(1, copy_of, (z * valid).sum(1))
-    counts = torch.zeros(copies, K, dtype=torch.float64).index_add_(0, copy_of, valid.sum(0))
-    sums_all = torch.zeros(C, copies, K, dtype=torch.float64).index_add_(1, copy_of, z.sum(1))
-    n_all = torch.zeros(copies, dtype=torch.float64).index_add_(0, copy_of, torch.full((P,), float(n), dtype=torch.float64))
-    scale = torch.where(counts > 0, sums / counts.clamp(min=1), sums_all / n_all.view(copies, 1))
-    return torch.where(chip.ramp > 0, scale, torch.ones_like(scale)), counts
-
-
 @contextlib.contextmanager
 def before(model: PEModel):
     """The simulator as it was: the three changes switched off."""
@@ -71,7 +52,7 @@ def before(model: PEModel):
         splits[xb.layer.name] = split
         if split is not None:
             object.__setattr__(xb.layer, "_conv_split", (split[0], split[1], None))
-    mfta.best_scale = scale_from_charges
+    mfta.best_scale = mfta.best_scale_from_charges
     timing.kth_firing_step = lambda steps, k: torch.kthvalue(steps, k, dim=-1).values
     timing.grid_levels = lambda chip, window_steps: None
     try:

@@ -105,6 +105,27 @@ def best_scale(chip: ChipLayer, calib: Calibration) -> tuple[torch.Tensor, torch
     return torch.where(good_ramp, scale, torch.ones_like(scale)), r.counts
 
 
+def best_scale_from_charges(chip: ChipLayer, calib: Calibration) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`best_scale` written as its docstring states it, from every chip's charge on every calibration
+    point: the specification the read-sum form is tested against (and the former computation, timed
+    beside it by ``benchmarks/pe_sweep_speed.py``)."""
+    C, copies = chip.chips, chip.weight.shape[1]
+    n, P, _ = calib.values.shape
+    c_chip = chip_charge(chip, calib.values.unsqueeze(0).expand(C, *calib.values.shape))  # [C, n, P, K]
+    ramp = per_position(chip.ramp, P).unsqueeze(1)
+    y = 1.0 - calib.charge
+    valid = ((y > 0) & (y < calib.window)).to(torch.float64)
+    z = ramp * y + c_chip
+    copy_of = torch.arange(P) % copies
+    K = z.shape[-1]
+    sums = torch.zeros(C, copies, K, dtype=torch.float64).index_add_(1, copy_of, (z * valid).sum(1))
+    counts = torch.zeros(copies, K, dtype=torch.float64).index_add_(0, copy_of, valid.sum(0))
+    sums_all = torch.zeros(C, copies, K, dtype=torch.float64).index_add_(1, copy_of, z.sum(1))
+    n_all = torch.zeros(copies, dtype=torch.float64).index_add_(0, copy_of, torch.full((P,), float(n), dtype=torch.float64))
+    scale = torch.where(counts > 0, sums / counts.clamp(min=1), sums_all / n_all.view(copies, 1))
+    return torch.where(chip.ramp > 0, scale, torch.ones_like(scale)), counts
+
+
 def nearest_level(scale: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
     """Each entry of ``scale`` replaced by the nearest entry of ``levels``."""
     idx = (scale.unsqueeze(-1) - levels).abs().argmin(-1)

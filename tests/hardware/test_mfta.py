@@ -3,7 +3,7 @@ import torch
 
 from spikec.hardware.config import HardwareConfig
 from spikec.hardware.evaluate import PEModel
-from spikec.hardware.mfta import best_scale, compensate, threshold_levels, timing_error
+from spikec.hardware.mfta import best_scale, best_scale_from_charges, compensate, threshold_levels, timing_error
 from spikec.hardware.simulate import run_program
 from spikec.hardware.timing import RunOptions
 
@@ -63,27 +63,6 @@ def test_pure_gain_is_cancelled_exactly(mlp_snn, digits):
         assert float(same) > 0.995, name
 
 
-def _best_scale_from_charges(chip, calib):
-    """The least-squares scale written as the docstring states it: every chip's charges on every calibration point."""
-    from spikec.hardware.timing import chip_charge, per_position
-
-    C, copies = chip.chips, chip.weight.shape[1]
-    n, P, _ = calib.values.shape
-    c_chip = chip_charge(chip, calib.values.unsqueeze(0).expand(C, *calib.values.shape))  # [C, n, P, K]
-    ramp = per_position(chip.ramp, P).unsqueeze(1)
-    y = 1.0 - calib.charge
-    valid = ((y > 0) & (y < calib.window)).to(torch.float64)
-    z = ramp * y + c_chip
-    copy_of = torch.arange(P) % copies
-    K = z.shape[-1]
-    sums = torch.zeros(C, copies, K, dtype=torch.float64).index_add_(1, copy_of, (z * valid).sum(1))
-    counts = torch.zeros(copies, K, dtype=torch.float64).index_add_(0, copy_of, valid.sum(0))
-    sums_all = torch.zeros(C, copies, K, dtype=torch.float64).index_add_(1, copy_of, z.sum(1))
-    n_all = torch.zeros(copies, dtype=torch.float64).index_add_(0, copy_of, torch.full((P,), float(n), dtype=torch.float64))
-    scale = torch.where(counts > 0, sums / counts.clamp(min=1), sums_all / n_all.view(copies, 1))
-    return torch.where(chip.ramp > 0, scale, torch.ones_like(scale)), counts
-
-
 def test_best_scale_from_read_sums_equals_the_charges_of_every_point(lenet_snn, small_resnet, digits):
     """The read's sums give the same s* as integrating every chip's charge on every calibration point,
     with one copy of the cells and with four (positions on different cells), with stuck cells."""
@@ -95,7 +74,7 @@ def test_best_scale_from_read_sums_equals_the_charges_of_every_point(lenet_snn, 
         calib = model.calibrate(x_cal)
         for chip, cal in zip(model.chips(3), calib):
             s, points = best_scale(chip, cal)
-            s_ref, points_ref = _best_scale_from_charges(chip, cal)
+            s_ref, points_ref = best_scale_from_charges(chip, cal)
             assert s.shape == s_ref.shape and torch.equal(points, points_ref), chip.crossbar.layer.name
             assert torch.allclose(s, s_ref, rtol=1e-10, atol=1e-12), chip.crossbar.layer.name
             checked += int(chip.weight.shape[1] == copies)
