@@ -141,7 +141,7 @@ def conv_charge(chip: ChipLayer, v_in: torch.Tensor, window_steps: int | None = 
     CIFAR ResNet-20 put half of a run in that gather and product). Rows that each read one tap
     of the same convolution over later channels (a residual block's replayed identity or 1x1 skip
     rows) join its kernel at that tap, zero elsewhere (one conv2d per chip instead of a gather and
-    a second product; 2-3x faster on the ResNet-20's residual layers); other rows are gathered.
+    a second product); other rows are gathered.
     Needs one copy of the cells (positions on different copies use different weights).
     """
     layer = chip.crossbar.layer
@@ -191,8 +191,8 @@ def grid_levels(chip: ChipLayer, window_steps: int) -> torch.Tensor | None:
     rounding of the conductances), and input values are whole steps ``(S - m) / S``, so the
     crossbar product is ``step / S`` times a sum of integer products; while every column's
     ``S sum |l|`` stays below ``2^24`` that sum is exact in float32 in any order. A float64
-    ``conv2d`` on CPU is 8-20x slower than a float32 one (it was half of the energy runs of the
-    study), so the nominal chip's products run on the levels. ``None`` where a weight is off the
+    ``conv2d`` on CPU was 8-20x slower than a float32 one in an ad-hoc timing (the energy runs of the
+    study went 1.26x faster, ``benchmarks/pe_sweep_speed.py``), so the nominal chip's products run on the levels. ``None`` where a weight is off the
     grid (a varied chip), the sums could leave float32's integers, or the cells have several copies.
     """
     key = ("_grid_levels", int(window_steps))
@@ -250,8 +250,8 @@ def kth_firing_step(steps_out: torch.Tensor, k: int) -> torch.Tensor:
 
     ``torch.kthvalue`` only on the positions where at least ``k`` neurons fire: in a TTFS network
     about half the neurons stay silent, so with ``k`` at 70% of a layer few positions qualify, and
-    selecting them first was 2-5x faster than ``kthvalue`` over all positions (CIFAR ResNet-20
-    layer shapes, where ``kthvalue`` had taken a third of a run).
+    selecting them first was 2-5x faster than ``kthvalue`` over all positions in an ad-hoc timing on
+    CIFAR ResNet-20 layer shapes (``benchmarks/pe_sweep_speed.py`` times it within a sweep).
     """
     if k == 1:
         return steps_out.amin(-1)
