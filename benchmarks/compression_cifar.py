@@ -80,8 +80,11 @@ def _config(args, hardware):
 
     structure = {} if not args.structure else {"granularity": args.structure, "regularizer": args.regularizer,
                                                "strength": args.strength}
+    from spikec.compress.config import LayerSelection
+
     prune = PruneConfig(density=args.density, tile_rows=hardware.tile_rows, tile_cols=hardware.tile_cols,
-                        cells_per_weight=hardware.cells_per_weight, scope=args.scope, **structure)
+                        cells_per_weight=hardware.cells_per_weight, scope=args.scope, **structure,
+                        layers=LayerSelection(skip_first=args.skip_first, skip_last=args.skip_last))
     return CompressConfig(prune=prune, quant=QuantConfig(bits=args.bits, cell_levels=hardware.cell_levels,
                                                          cells_per_weight=hardware.cells_per_weight, group=args.quant_group),
                           attention=AttentionConfig(beta=1.0),
@@ -106,7 +109,9 @@ def compressed_ann(path, args, train, hardware):
     from spikec.compress import compress_
     from spikec.compress.checkpoint import compressed_checkpoint, compression_record
 
-    key = hashlib.sha256(json.dumps({k: getattr(args, k) for k in CACHE_KEYS}, sort_keys=True).encode()).hexdigest()[:10]
+    settings = {k: getattr(args, k) for k in CACHE_KEYS}
+    settings.update({k: True for k in ("skip_first", "skip_last") if getattr(args, k)})  # earlier caches keep their keys
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     cache = f"{os.path.splitext(path)[0]}_compressed_{key}.pt"
     if os.path.exists(cache) and not args.redo:
         ann, _ = load_model(cache)
@@ -201,6 +206,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-2, help="relative learning rate of the fine-tuning (default 1e-2)")
     p.add_argument("--scope", default="layer", choices=("layer", "global"), help="magnitude ranking per layer or over the network")
+    p.add_argument("--skip-first", action="store_true", help="leave the first synaptic layer dense")
+    p.add_argument("--skip-last", action="store_true", help="leave the readout dense")
     p.add_argument("--quant-group", default="layer", choices=("layer", "channel"),
                    help="one weight scale per layer or per output channel (channel survives batch-norm folding "
                         "on the ANN-side route)")

@@ -4,8 +4,9 @@
 
 On a stratified test draw: the compressed ANN, its float TTFS conversion, the conversion quantized
 again on the SNN's own per-channel scales (as ``compress_converted_`` does), the same with the
-threshold grid off, and with float biases. Batch-norm folding leaves the ANN's per-channel weight
-grid intact but makes the biases float; the SNN (and the PE's bias rows) rounds them to the weight step.
+threshold grid off, with biases on the 4-bit weight step, and with float biases. Batch-norm folding
+leaves the ANN's per-channel weight grid intact but makes the biases float; the SNN rounds them to the
+step the PE's cells give each column (``WeightQuantizer.bias_step``), or without a cell grid to the weight step.
 """
 from __future__ import annotations
 
@@ -39,8 +40,9 @@ def main() -> None:
 
     def requantized(ann, **quant):
         snn = convert_ttfs(copy.deepcopy(ann), xc, time_bits=args.time_bits)
-        cfg = CompressConfig(prune=PruneConfig(density=0.1), attention=None, quant=QuantConfig(
-            bits=args.bits, group="channel", cell_levels=hw.cell_levels, cells_per_weight=hw.cells_per_weight, **quant))
+        settings = {"cell_levels": hw.cell_levels, "cells_per_weight": hw.cells_per_weight, **quant}
+        cfg = CompressConfig(prune=PruneConfig(density=0.1), attention=None,
+                             quant=QuantConfig(bits=args.bits, group="channel", **settings))
         compress_converted_(snn, cfg)
         return accuracy(snn)
 
@@ -48,6 +50,9 @@ def main() -> None:
     print(f"compressed ANN                        {accuracy(ann):.2%}", flush=True)
     print(f"TTFS, float                           {accuracy(convert_ttfs(copy.deepcopy(ann), xc, time_bits=args.time_bits)):.2%}", flush=True)
     print(f"TTFS, re-quantized                    {requantized(ann):.2%}", flush=True)
+    # without a cell grid the biases round to the weight step (as before 2026-12-03, 7th session)
+    print(f"TTFS, re-quantized, biases on the weight step {requantized(ann, cell_levels=0, cells_per_weight=1):.2%}",
+          flush=True)
     print(f"TTFS, re-quantized, no threshold grid {requantized(ann, grid_thresholds=False):.2%}", flush=True)
     print(f"TTFS, re-quantized, float biases      {requantized(ann, quantize_bias=False):.2%}", flush=True)
 

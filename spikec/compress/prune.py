@@ -27,19 +27,23 @@ def magnitude_masks(layers: dict[str, nn.Module], density: float, granularity: s
     if scope == "layer":
         numels = torch.tensor([w.numel() for w in weights.values()])
         budget = groups.largest_remainder(target, numels.double(), numels)
-        keep = {n: max(1, int(round(int(b) / grouped[n].mean_size))) for n, b in zip(weights, budget)}
-        keep = {n: min(k, grouped[n].count) for n, k in keep.items()}
-        return {n: _top_groups(w, grouped[n], keep[n]) for n, w in weights.items()}
+        return {n: _top_groups(w, grouped[n], int(b)) for (n, w), b in zip(weights.items(), budget)}
     if scope == "global":
         return _global_masks(weights, grouped, target)
     raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
 
 
-def _top_groups(w: torch.Tensor, grouped: groups.Grouping, k: int) -> torch.Tensor:
+def _top_groups(w: torch.Tensor, grouped: groups.Grouping, budget: int) -> torch.Tensor:
+    """The best groups by mean magnitude, in order, while their weights stay within half a group of
+    ``budget`` (at least one). Counting weights, not groups: tiles at a layout's edge are small, and
+    keeping ``budget / mean size`` of them by score kept a CIFAR VGG layer at 7% instead of 40%."""
     scores = grouped.mean_abs(w)
     order = torch.argsort(scores, descending=True, stable=True)
+    size = grouped.sizes.long()[order]
+    cum = torch.cumsum(size, 0)
     keep = torch.zeros_like(scores, dtype=torch.bool)
-    keep[order[:k]] = True
+    keep[order[2 * cum <= 2 * budget + size]] = True
+    keep[order[0]] = True
     return grouped.expand(keep)
 
 

@@ -76,3 +76,51 @@ def test_auto_bits_gives_a_layer_already_on_a_coarse_grid_the_fewest_bits():
     assert widths[0] == 2 and widths[1] in (2, 3, 4)
     assert all(torch.equal(p, b) for p, b in zip(net.parameters(), before))  # the search restores every weight
     assert choose_bits(net, dataclasses.replace(cfg, auto_tolerance=1e9), (x, y)) == (2, 2)
+
+
+@pytest.mark.parametrize("cells", [1, 3])
+def test_biases_round_to_the_cell_step_of_their_column(cells, ttfs_net):
+    """On the cell grid a bias is rounded to the nearest whole number of a step finer than the 4-bit
+    weight step, and it is a whole number of its pair's step on the PE (the bias rows realise it
+    without a second rounding)."""
+    from spikec.compress.layers import synaptic_layers
+    from spikec.compress.quantize import WeightQuantizer
+    from spikec.hardware import mapping
+    from spikec.hardware.config import HardwareConfig
+    from spikec.hardware.extract import pe_program
+
+    snn, _ = ttfs_net(2)
+    cfg = QuantConfig(bits=4, group="channel", cell_levels=16, cells_per_weight=cells)
+    layers = synaptic_layers(snn)
+    before = {n: m.bias.detach().clone() for n, m in layers.items()}
+    info = quantize_(snn, cfg)
+    finer = False
+    for name, m in layers.items():
+        s = info[name]["scale"]
+        levels = (m.weight.detach() / s.view(-1, *[1] * (m.weight.dim() - 1))).round()
+        step = WeightQuantizer(cfg).bias_step(s, levels)
+        n = m.bias.detach() / step
+        assert torch.allclose(n, n.round(), atol=1e-4), name
+        assert torch.all((before[name] - m.bias.detach()).abs() <= step / 2 + 1e-6), name  # the nearest step
+        assert torch.all(step <= s * (1 + 1e-6))
+        finer |= bool((step < s * 0.99).any())
+    assert finer  # 3 cells refine 7 levels a side by 6, one cell (15 levels) by 2
+    for layer in pe_program(snn).layers:  # the PE's own step divides it (pooling folded in makes it finer)
+        pe_step = mapping.cell_grid(layer.weight, HardwareConfig(cells_per_weight=cells)).step
+        n = layer.bias.to(torch.float64) / pe_step
+        assert torch.allclose(n, n.round(), atol=1e-4), layer.name
+
+
+def test_bias_step_of_hand_made_levels():
+    from spikec.compress.quantize import WeightQuantizer
+
+    q = WeightQuantizer(QuantConfig(bits=4, cell_levels=16, cells_per_weight=3))
+    levels = torch.tensor([[7.0, -3.0, 0.0], [2.0, -4.0, 6.0], [0.0, 0.0, 0.0], [5.0, 1.0, 0.0]])
+    s = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    # 45 levels a side: q_max 7 -> refine 6; gcd 2, q_max 6 -> floor(45 * 2 / 6) = 15, step 0.2 * 2 / 15;
+    # the zero column takes the coarsest; q_max 5 -> refine 9
+    expect = torch.tensor([0.1 / 6, 0.2 * 2 / 15, 0.4 / 9, 0.4 / 9])
+    expect[2] = max(expect[0], expect[1], expect[3])
+    assert torch.allclose(q.bias_step(s, levels), expect)
+    plain = WeightQuantizer(QuantConfig(bits=4))
+    assert torch.equal(plain.bias_step(s, levels), s)

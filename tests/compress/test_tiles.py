@@ -124,3 +124,41 @@ def test_tile_groups_and_counts_hold_cells_per_weight_neurons_per_tile():
     assert weight_tiles(w, False, one_cell) == (3, 3)
     with pytest.raises(ValueError, match="cells_per_weight"):
         PruneConfig(tile_cols=4, cells_per_weight=3)
+
+
+def test_layer_scope_keeps_its_weight_budget_with_small_edge_tiles():
+    """Tiles at the layout's edge are small; the layer keeps the budget's weights (to within half a
+    tile), not ``budget / mean tile size`` tiles, which with large-valued small edge tiles kept far fewer."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 64, 3)  # 144 rows x 64 neurons on 128 x 21 tiles: rows 128 + 16, neurons 21 x 3 + 1
+    with torch.no_grad():
+        conv.weight.mul_(0.1)
+        conv.weight.reshape(64, -1)[:, 128:] = 1.0  # the small edge tiles hold the largest weights
+        conv.weight.reshape(64, -1)[63, :] = 1.0
+    tile = TileShape(rows=128, pairs=21)
+    mask = magnitude_masks({"c": conv}, 0.4, "tile", "layer", tile)["c"]
+    g = grouping(conv.weight.shape, "tile", tile)
+    assert bool(g.any(mask)[g.index.reshape(64, -1)[0, 143]])  # an edge tile with large weights
+    assert abs(int(mask.sum()) - 0.4 * mask.numel()) <= g.sizes.max() / 2
+
+
+def test_gradual_shrinking_and_regrowth_count_weights_of_uneven_tiles():
+    """A layer's share of a shrink (and of the regrowth) is in weights: the small edge tiles do not
+    make it remove (or regrow) far more or less than its budget."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 64, 3)  # 144 rows x 64 neurons on 128 x 21 tiles
+    with torch.no_grad():
+        conv.weight.mul_(0.1)
+        conv.weight.reshape(64, -1)[:, 128:] = 1.0  # the small edge tiles score highest
+    tile = TileShape(rows=128, pairs=21)
+    prune_(conv, PruneConfig(density=1.0, granularity="tile", tile_rows=128, tile_cols=126, cells_per_weight=3))
+    dnr = DynamicRewiring({"c": conv}, DNRConfig(), "tile", tile)
+    biggest = int(dnr.sizes["c"].max())
+    target = int(0.4 * conv.weight.numel())
+    dnr.shrink_to(target, "layer")
+    assert abs(dnr.active_weights() - target) <= biggest / 2
+    held = dnr.active_weights()
+    conv.weight.grad = torch.randn_like(conv.weight)
+    dnr.accumulate()
+    dnr.rewire(0.5)
+    assert abs(dnr.active_weights() - held) <= biggest / 2
