@@ -77,11 +77,10 @@ def _measure(model, test, seed, hardware):
 def _config(args, hardware):
     """The compression of the table; tile groups and cell levels are those of ``hardware``'s PE."""
     from spikec.compress import AttentionConfig, CompressConfig, FinetuneConfig, PruneConfig, QuantConfig
+    from spikec.compress.config import LayerSelection
 
     structure = {} if not args.structure else {"granularity": args.structure, "regularizer": args.regularizer,
                                                "strength": args.strength}
-    from spikec.compress.config import LayerSelection
-
     prune = PruneConfig(density=args.density, tile_rows=hardware.tile_rows, tile_cols=hardware.tile_cols,
                         cells_per_weight=hardware.cells_per_weight, scope=args.scope, **structure,
                         layers=LayerSelection(skip_first=args.skip_first, skip_last=args.skip_last))

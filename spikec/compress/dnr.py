@@ -89,10 +89,6 @@ class DynamicRewiring:
             if g is not None:
                 self.momenta[n].mul_(mu).add_(g.detach().float(), alpha=1.0 - mu)
 
-    def _size(self, n: str) -> float:
-        """Mean group size: converts a budget in weights to groups."""
-        return self.groupings[n].mean_size
-
     def _weights(self, n: str, group_mask: torch.Tensor) -> int:
         """Weights in the groups of ``group_mask``."""
         return int(self.sizes[n][group_mask].sum())
@@ -125,7 +121,6 @@ class DynamicRewiring:
         """
         names = list(self.layers)
         active = {n: self._active(n) for n in names}
-        sizes = {n: self._size(n) for n in names}
         held = torch.tensor([self._weights(n, active[n]) for n in names])
         excess = int(held.sum()) - int(target)
         removed = {n: 0 for n in names}
@@ -137,9 +132,9 @@ class DynamicRewiring:
             for n, b, h in zip(names, budget.tolist(), held.tolist()):
                 scores = self._scores(n).masked_fill(~active[n], float("inf"))
                 order = torch.argsort(scores, stable=True)[: int(active[n].sum())]
-                drop[n] = _prefix_within(self.sizes[n][order], int(h) - int(b))
+                drop[n] = groups.prefix_within(self.sizes[n][order], int(h) - int(b))
         else:
-            drop = self._global_drop(names, active, sizes, excess)
+            drop = self._global_drop(names, active, excess)
         for n in names:
             k = max(0, min(drop[n], int(active[n].sum()) - 1))
             if k > 0:
@@ -150,7 +145,7 @@ class DynamicRewiring:
                 self._set(n, act)
         return removed
 
-    def _global_drop(self, names, active, sizes, excess) -> dict[str, int]:
+    def _global_drop(self, names, active, excess) -> dict[str, int]:
         scores, owner, size = [], [], []
         for i, n in enumerate(names):
             s = self._scores(n)[active[n]]
@@ -195,7 +190,7 @@ class DynamicRewiring:
             kept = active[n].clone()
             mom = self._momentum(n).masked_fill(active[n], -1.0)
             order = torch.argsort(mom, descending=True, stable=True)[: int((~active[n]).sum())]
-            r = _prefix_within(self.sizes[n][order], int(share))
+            r = groups.prefix_within(self.sizes[n][order], int(share))
             if r > 0:
                 active[n][order[:r]] = True
             regrown[n] = self._weights(n, active[n] & ~kept)
@@ -214,17 +209,6 @@ class DynamicRewiring:
             w[mask & ~kept] = 0.0  # regrown connections start from zero
         bias_mask = mask.reshape(mask.shape[0], -1).any(1) if self.granularity == "channel" else None
         set_mask_(m, mask, bias_mask)
-
-
-def _prefix_within(sizes: torch.Tensor, budget: int) -> int:
-    """How many leading groups (of ``sizes``, in order) fit ``budget`` weights, each to within half its
-    own size. Budgets are in weights, not groups: tiles at a layout's edge are small, and converting
-    by the mean tile size starved a CIFAR VGG layer to 7% of its weights while its budget was 40%."""
-    if budget <= 0 or sizes.numel() == 0:
-        return 0
-    cum = torch.cumsum(sizes.long(), 0)
-    fits = 2 * cum <= 2 * int(budget) + sizes.long()
-    return int(torch.cumprod(fits.long(), 0).sum())
 
 
 class SparseTraining:

@@ -43,10 +43,6 @@ class Grouping:
     def sizes(self) -> torch.Tensor:
         return torch.bincount(self.index.flatten(), minlength=self.count)
 
-    @property
-    def mean_size(self) -> float:
-        return self.index.numel() / max(self.count, 1)
-
     def any(self, mask: torch.Tensor) -> torch.Tensor:
         """``[count]`` bool: the group holds a true entry of ``mask``."""
         out = torch.zeros(self.count, dtype=torch.float32, device=mask.device)
@@ -116,6 +112,17 @@ def expand(group_mask: torch.Tensor, shape, granularity: str) -> torch.Tensor:
     """A per-group bool mask ``[groups]`` as a weight-shaped mask."""
     g = group_size(shape, granularity)
     return group_mask.reshape(-1, 1).expand(-1, g).reshape(shape)
+
+
+def prefix_within(sizes: torch.Tensor, budget: int) -> int:
+    """How many leading groups (of ``sizes``, in order) fit ``budget`` weights, each to within half its
+    own size. Budgets count weights, not groups: tiles at a layout's edge are small, and converting
+    by the mean tile size starved a CIFAR VGG layer to 7% of its weights while its budget was 40%."""
+    if budget <= 0 or sizes.numel() == 0:
+        return 0
+    cum = torch.cumsum(sizes.long(), 0)
+    fits = 2 * cum <= 2 * int(budget) + sizes.long()
+    return int(torch.cumprod(fits.long(), 0).sum())
 
 
 def largest_remainder(total: int, shares: torch.Tensor, caps: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,8 @@ from torch import nn
 from spikec.compress.config import QuantConfig
 from spikec.compress.layers import driven_neurons, forward_module, neuron_threshold, select_layers
 from spikec.compress.masks import QUANTIZER, drop_hook_if_idle, ensure_hook, refresh
+from spikec.hardware.config import HardwareConfig
+from spikec.hardware.mapping import cell_grid
 
 SCALE = "weight_scale"
 BITS = "_spikec_weight_bits"
@@ -117,6 +119,7 @@ class WeightQuantizer:
     unit: torch.Tensor | None = None
     fixed_scale: torch.Tensor | None = None  # BinaryConnect
     on_grid: bool = False
+    _cell_config: HardwareConfig | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def per_channel(self) -> bool:
@@ -173,30 +176,30 @@ class WeightQuantizer:
         """The grid step of each output channel's bias (``[K]``).
 
         Without a cell grid it is the weight step, so an integer accumulator runs the layer exactly.
-        With one (``cell_levels`` > 0) it is the step the PE's cells give that channel's twin pair,
-        :func:`spikec.hardware.mapping.cell_grid`'s refined grid: the channel's levels ``q`` have
-        greatest common divisor ``g`` and largest magnitude ``q_max``, and the pair's step is
-        ``s g / floor(m (L - 1) g / q_max)``. Its bias rows realise any whole number of those, so the
-        bias rounds there: a 4-bit weight step is 6 times coarser on 3 cells of 16 levels, and rounding
-        batch-norm-folded biases to it cost a compressed CIFAR VGG-16 5.7 points
-        (``benchmarks/compression_loss_split.py``). An all-zero channel takes the layer's coarsest step,
-        as on the PE."""
+        With one (``cell_levels`` > 0) it is the step the PE's cells give that channel's twin pair, as
+        :func:`spikec.hardware.mapping.cell_grid` (the one definition of that grid) finds it for the
+        quantized weights: a 4-bit weight step refined by 6 on 3 cells of 16 levels. The pair's bias rows
+        realise any whole number of those steps, so the bias rounds there; rounding batch-norm-folded
+        biases to the coarser weight step cost a compressed CIFAR VGG-16 5.4 points
+        (``benchmarks/compression_loss_split.py``, 2026-12-03)."""
         K = levels.shape[0]
         s = s.expand(K) if s.numel() == 1 else s
-        L, m = int(self.config.cell_levels), int(self.config.cells_per_weight)
-        if not L or self.config.mode != "int":
+        if not int(self.config.cell_levels) or self.config.mode != "int":
             return s
-        q = channel_view(levels.detach().abs(), True)
-        q_max = q.amax(1)
-        g = torch.ones_like(q_max)
-        for d in range(2, int(q_max.max()) + 1 if q_max.numel() else 2):
-            g = torch.where(((q % d) == 0).all(1), torch.full_like(g, d), g)
-        live = q_max > 0
-        if not bool(live.any()):
-            return s
-        refine = torch.floor(m * (L - 1) * g / q_max.clamp(min=1) + 1e-9).clamp(min=1)
-        step = s * g / refine
-        return torch.where(live, step, step[live].max())
+        # the grid of a column depends only on which magnitudes it holds: one row entry per level
+        # present gives cell_grid the same columns at a fraction of the size (a QAT forward calls this)
+        q = channel_view(levels.detach().abs(), True).long()
+        present = torch.zeros(K, int(q.max()) + 1 if q.numel() else 1, dtype=torch.float64)
+        present.scatter_(1, q, 1.0)
+        magnitudes = torch.arange(present.shape[1], dtype=torch.float64)
+        weight = present * magnitudes * s.detach().to(torch.float64).view(-1, 1)
+        return cell_grid(weight, self._cells()).step.to(s)
+
+    def _cells(self) -> HardwareConfig:
+        if self._cell_config is None:
+            self._cell_config = HardwareConfig(cell_levels=int(self.config.cell_levels),
+                                               cells_per_weight=int(self.config.cells_per_weight))
+        return self._cell_config
 
     def quantize_bias(self, b: torch.Tensor, s: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
         if not self.config.quantize_bias:
