@@ -124,3 +124,15 @@ def test_bias_step_of_hand_made_levels():
     assert torch.allclose(q.bias_step(s, levels), expect)
     plain = WeightQuantizer(QuantConfig(bits=4))
     assert torch.equal(plain.bias_step(s, levels), s)
+
+
+def test_bias_step_of_a_column_too_small_for_its_pair():
+    """A column below 1/64 of the layer's largest is not on an exact grid on the PE: its pair's step is
+    the clamped full scale over the pair's 45 levels, and its bias rounds to that step."""
+    from spikec.compress.quantize import WeightQuantizer
+
+    q = WeightQuantizer(QuantConfig(bits=4, cell_levels=16, cells_per_weight=3))
+    levels = torch.tensor([[7.0, -3.0], [7.0, 1.0]])
+    s = torch.tensor([1.0, 1e-3])  # column 1: max |w| 0.007 < 7 / 64
+    expect = torch.tensor([1.0 / 6, 7.0 / 64 / 45])
+    assert torch.allclose(q.bias_step(s, levels), expect)
