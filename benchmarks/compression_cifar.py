@@ -87,7 +87,7 @@ def _config(args, hardware):
     return CompressConfig(prune=prune, quant=QuantConfig(bits=args.bits, cell_levels=hardware.cell_levels,
                                                          cells_per_weight=hardware.cells_per_weight, group=args.quant_group),
                           attention=AttentionConfig(beta=1.0),
-                          finetune=FinetuneConfig(epochs=args.epochs, quant_epochs=args.quant_epochs, seed=args.seed,
+                          finetune=FinetuneConfig(epochs=args.epochs, quant_epochs=args.quant_epochs, seed=args.seed, distill=args.distill,
                                                   batch_size=args.batch_size, lr=args.lr, augment=args.augment))
 
 
@@ -110,6 +110,8 @@ def compressed_ann(path, args, train, hardware):
 
     settings = {k: getattr(args, k) for k in CACHE_KEYS}
     settings.update({k: True for k in ("skip_first", "skip_last") if getattr(args, k)})  # earlier caches keep their keys
+    if args.distill:
+        settings["distill"] = args.distill
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     cache = f"{os.path.splitext(path)[0]}_compressed_{key}.pt"
     if os.path.exists(cache) and not args.redo:
@@ -201,6 +203,7 @@ def main(argv=None) -> int:
     p.add_argument("--regularizer", default="hoyer-square")
     p.add_argument("--strength", type=float, default=1e-3)
     p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--distill", type=float, default=0.0, help="knowledge-distillation weight of the fine-tuning")
     p.add_argument("--quant-epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-2, help="relative learning rate of the fine-tuning (default 1e-2)")

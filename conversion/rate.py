@@ -171,6 +171,17 @@ def rate_snn_checkpoint(snn: RateSNN, ann_ckpt: dict, **extra) -> dict:
     return ckpt
 
 
+def _add_calibrated_biases(snn: RateSNN, state_dict: dict) -> None:
+    """Zero biases where the saved network has one and the rebuilt layer none (bias calibration adds them)."""
+    modules = dict(snn.named_modules())
+    for key, value in state_dict.items():
+        path, _, leaf = key.rpartition(".")
+        layer = modules.get(path)
+        if leaf == "bias" and isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and layer.bias is None \
+                and isinstance(value, torch.Tensor) and value.shape == (layer.weight.shape[0],):
+            layer.bias = nn.Parameter(torch.zeros_like(value, dtype=layer.weight.dtype))
+
+
 def rate_snn_from_checkpoint(ckpt: dict) -> RateSNN:
     """Rebuild the :class:`RateSNN` a :func:`rate_snn_checkpoint` dict describes (eval mode)."""
     from spikec.checkpoint import build_ann
@@ -190,6 +201,7 @@ def rate_snn_from_checkpoint(ckpt: dict) -> RateSNN:
     _propagate(prepared, conv["input_shape"])
     snn = _assemble(prepared, conv["input_shape"], placeholder_scales(prepared, options.norm), options,
                     int(ckpt.get("timesteps", 32)))
+    _add_calibrated_biases(snn, ckpt["state_dict"])
     try:
         snn.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:

@@ -57,6 +57,9 @@ def add_parser(subparsers, parents):
     p.add_argument("--skip-last", action="store_true", help="leave the last Conv/Linear layer dense and unquantized")
     p.add_argument("--attention", action="store_true", help="add the attention-transfer loss from the uncompressed network")
     p.add_argument("--beta", type=float, default=None, help="attention-transfer weight (default 1)")
+    p.add_argument("--distill", type=float, default=None, metavar="W",
+                   help="weight in [0, 1] of knowledge distillation from the uncompressed network's scores (default 0)")
+    p.add_argument("--temperature", type=float, default=None, help="distillation temperature (default 4)")
     p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs of the pruning phase (default 10)")
     p.add_argument("--quant-epochs", type=int, default=None, help="quantization-aware epochs (default half of --epochs)")
     p.add_argument("--lr", type=float, default=None, help="relative learning rate (default 1e-2 of each tensor's RMS)")
@@ -120,7 +123,7 @@ def build_config(args):
             attention = dataclasses.replace(attention or AttentionConfig(), **given(beta=args.beta))
         ft = dataclasses.replace(base.finetune, **given(
             epochs=args.epochs, quant_epochs=args.quant_epochs, lr=args.lr, timesteps=args.timesteps,
-            batch_size=args.batch_size, seed=args.seed,
+            batch_size=args.batch_size, seed=args.seed, distill=args.distill, temperature=args.temperature,
             augment=None if args.augment is None else ("crop-flip" if args.augment else "none")))
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
@@ -185,6 +188,10 @@ def _check(args) -> None:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    if args.distill is not None and not 0.0 <= args.distill <= 1.0:
+        raise UsageError(f"--distill is a weight in [0, 1], got {args.distill}")
+    if args.temperature is not None and not args.temperature > 0:
+        raise UsageError(f"--temperature must be positive, got {args.temperature}")
     if args.lr is not None and not args.lr > 0:
         raise UsageError(f"--lr must be positive, got {args.lr}")
     if args.beta is not None and args.beta < 0:

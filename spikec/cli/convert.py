@@ -40,6 +40,11 @@ def add_parser(subparsers, parents):
     rate.add_argument("--reset", choices=("subtract", "zero"), default="subtract",
                       help="neuron reset: subtract (default, most accurate) or zero (exports to NIR; initial membrane "
                            "0; add --finetune-epochs to recover the accuracy)")
+    rate.add_argument("--calibrate-bias", type=int, default=None, metavar="T",
+                      help="after conversion, correct each channel's bias so that its mean rate at T steps matches the "
+                           "ANN on the calibration draw (Li et al. 2021; best at small T, made for this T only)")
+    rate.add_argument("--calibrate-bias-sweeps", type=int, default=2, metavar="N",
+                      help="passes of --calibrate-bias over the layers (default 2)")
     rate.add_argument("--finetune-timesteps", type=int, default=None, metavar="T",
                       help="T used while fine-tuning (default: the smallest --timesteps value)")
     p.add_argument("--finetune-epochs", type=int, default=0, metavar="N",
@@ -97,6 +102,10 @@ def run(args) -> dict:
         if args.time_chunk is not None and args.time_chunk < 1:
             raise UsageError(f"--time-chunk must be >= 1, got {args.time_chunk}")
         steps = parse_timesteps(args.timesteps)
+        if args.calibrate_bias is not None and args.calibrate_bias < 1:
+            raise UsageError(f"--calibrate-bias must be >= 1, got {args.calibrate_bias}")
+        if args.calibrate_bias_sweeps < 1:
+            raise UsageError(f"--calibrate-bias-sweeps must be >= 1, got {args.calibrate_bias_sweeps}")
         if args.finetune_epochs < 0:
             raise UsageError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
     if user_model_args.wants_user_model(args, args.ann_file):
@@ -148,6 +157,8 @@ def _run_rate(args, steps, ann, ckpt, train_data, test_data, device) -> dict:
           f"reset {conv['reset']})")
     result = {"ann_accuracy": ann_acc, "seconds": conv["seconds"], "calibration_seconds": conv["calibration_seconds"],
               "norm": conv["norm"], "calib_samples": len(calib), "reset": conv["reset"]}
+    if args.calibrate_bias is not None:
+        result["bias_calibration"] = _calibrate_bias(args, snn, ann, calib.to(device))
     accuracy, spikes = _evaluate_steps(snn, steps, test_data, args.batch_size, args, device)
     if args.finetune_epochs > 0:
         result["converted_accuracy"], result["converted_spikes_per_neuron"] = accuracy, spikes
@@ -160,6 +171,20 @@ def _run_rate(args, steps, ann, ckpt, train_data, test_data, device) -> dict:
         result["checkpoint"] = save_checkpoint(args.out, rate_snn_checkpoint(snn.cpu(), ckpt, metrics=metrics))
         print(f"saved {result['checkpoint']} (T={max(steps)})")
     return result
+
+
+def _calibrate_bias(args, snn, ann, calib) -> dict:
+    import sys
+
+    from spikec.conversion.bias_calibration import calibrate_bias
+
+    report = calibrate_bias(snn, ann, calib, timesteps=args.calibrate_bias, sweeps=args.calibrate_bias_sweeps,
+                            batch_size=min(args.batch_size, 128), progress=not args.json and sys.stderr.isatty())
+    first = [v[0] for v in report.error_before.values()]
+    print(f"bias calibration for T={report.timesteps}: {len(first)} layers, {report.sweeps} sweep(s), "
+          f"{report.samples} samples, {report.seconds:.1f} s; mean rate error before it "
+          f"{sum(first) / len(first):.4f} thresholds per channel (largest {max(first):.4f})")
+    return report.as_dict()
 
 
 def _evaluate_steps(snn, steps, test_data, batch_size, args=None, device="cpu") -> tuple[dict, dict]:

@@ -82,7 +82,8 @@ def compress_(model: nn.Module, config: CompressConfig, train_data=None, teacher
     use_attention = attention is not None and attention.beta > 0 and bool(prune_epochs or quant_epochs)
     recalibrate = (config.prune is not None and _recalibrates(config.prune.recalibrate, model)
                    and train_data is not None and not _has_batchnorm(model))
-    if use_attention or recalibrate:
+    use_distill = float(ft.distill) > 0 and bool(prune_epochs or quant_epochs)
+    if use_attention or recalibrate or use_distill:
         teacher = teacher if teacher is not None else _frozen_copy(model)
     if use_attention:
         report.attention_layers = list(attention.layers) or default_attention_layers(model)
@@ -98,10 +99,11 @@ def compress_(model: nn.Module, config: CompressConfig, train_data=None, teacher
             penalty = (lambda: sum(p() for p in penalties)) if penalties else None  # noqa: E731
             return finetune(model, train_data, epochs=epochs, lr=ft.lr, batch_size=ft.batch_size,
                             optimizer=ft.optimizer, relative_lr=ft.relative_lr, seed=seed,
-                            teacher=teacher if use_attention else None,
+                            teacher=teacher if use_attention or use_distill else None,
                             attention=attention if use_attention else None, attention_layers=report.attention_layers,
                             sparsity=sparsity, progress=cb, penalty=penalty, variation=variation,
-                            augment=augment)
+                            augment=augment, distill=ft.distill if use_distill else 0.0,
+                            temperature=ft.temperature)
 
     if config.prune is None and (quant_epochs or robust_epochs):
         _keep_zeros_(model)

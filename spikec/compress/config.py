@@ -259,6 +259,8 @@ class FinetuneConfig:
     ``augment``: "auto" crops and flips images of at least 16x16 pixels as ``spikec train`` does
     (none for digits and feature vectors), "crop-flip" insists, "none" turns it off. Fine-tuning
     on a CIFAR training set for several epochs without it overfits, as training does.
+    ``distill`` (0 to 1) mixes knowledge distillation from the uncompressed network's scores into
+    the loss at ``temperature`` (see :func:`spikec.compress.finetune.finetune`); 0 turns it off.
     """
 
     epochs: int = 10
@@ -271,9 +273,15 @@ class FinetuneConfig:
     timesteps: int = 0
     ttfs_simulator: str = "analytic"
     augment: str = "auto"
+    distill: float = 0.0
+    temperature: float = 4.0
 
     def __post_init__(self):
         _check("ttfs_simulator", self.ttfs_simulator, ("analytic", "stepped"))
+        if not 0.0 <= float(self.distill) <= 1.0:
+            raise ValueError(f"distill must be in [0, 1], got {self.distill}")
+        if not float(self.temperature) > 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
         _check("augment", self.augment, AUGMENTATIONS)
         if int(self.epochs) < 0:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")

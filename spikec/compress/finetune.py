@@ -1,4 +1,5 @@
-"""Fine-tuning a compressed network: cross-entropy plus attention transfer from the teacher.
+"""Fine-tuning a compressed network: cross-entropy plus attention transfer from the teacher,
+optionally with knowledge distillation from the teacher's scores (Hinton et al. 2015).
 
 One loop serves ANNs, rate SNNs (surrogate-gradient backpropagation through time: the spike
 functions carry surrogate derivatives and autograd unrolls the time loop) and TTFS SNNs (the same,
@@ -51,6 +52,8 @@ def finetune(
     penalty=None,
     variation=None,
     augment=None,
+    distill: float = 0.0,
+    temperature: float = 4.0,
 ) -> list[FinetuneEpoch]:
     """Train ``model`` in place for ``epochs`` (cosine learning rate); returns per-epoch statistics.
 
@@ -63,6 +66,11 @@ def finetune(
     ``augment(x, generator)`` transforms each training batch (teacher and student see the same
     transformed batch), drawing from its own generator seeded from ``seed``.
 
+    ``distill`` > 0 (needs ``teacher``) mixes the cross-entropy with the teacher's softened scores:
+    ``(1 - distill) * CE + distill * temperature^2 * KL(teacher || student)`` at ``temperature``
+    (:func:`distillation_loss`); a pruned network then learns the teacher's ranking of the wrong
+    classes too, not only the label.
+
     ``relative_lr``: each parameter tensor's learning rate is ``lr`` times its root-mean-square
     value at the start, so that every layer moves by the same fraction. Converted SNNs carry
     their activation scales in their weights (weights of magnitude 1 to 100 next to others of
@@ -74,7 +82,12 @@ def finetune(
     if epochs <= 0:
         return []
     use_attention = teacher is not None and attention is not None and attention.beta > 0 and bool(attention_layers)
-    if use_attention:
+    if not 0.0 <= float(distill) <= 1.0:
+        raise UsageError(f"distill is the weight of the distillation term in [0, 1], got {distill}")
+    use_distill = float(distill) > 0
+    if use_distill and teacher is None:
+        raise UsageError("distillation needs a teacher")
+    if use_attention or use_distill:
         teacher.eval()
     opt = _optimizer(model, optimizer, lr, relative_lr)
     n = _num_samples(train_data)
@@ -98,17 +111,23 @@ def finetune(
                 if augment is not None:
                     x = augment(x, draws)
                 at = torch.zeros(())
-                if use_attention:
+                if use_attention or use_distill:
                     state = torch.get_rng_state()
-                    with torch.no_grad(), tap(teacher, attention_layers, attention.source) as t_feats:
-                        teacher(x)
+                    layers, source = (attention_layers, attention.source) if use_attention else ([], "rate")
+                    with torch.no_grad(), tap(teacher, layers, source) as t_feats:
+                        t_scores = teacher(x)
                     torch.set_rng_state(state)
-                    with tap(model, attention_layers, attention.source) as s_feats:
+                    with tap(model, layers, source) as s_feats:
                         scores = model(x)
-                    at = attention_loss(s_feats, t_feats, attention.beta, attention.p)
+                    if use_attention:
+                        at = attention_loss(s_feats, t_feats, attention.beta, attention.p)
                 else:
                     scores = model(x)
-                loss = F.cross_entropy(scores, y) + at
+                if use_distill:
+                    loss = (1 - float(distill)) * F.cross_entropy(scores, y) \
+                        + float(distill) * distillation_loss(scores, t_scores, temperature) + at
+                else:
+                    loss = F.cross_entropy(scores, y) + at
                 if penalty is not None:
                     loss = loss + penalty()
                 opt.zero_grad(set_to_none=True)
@@ -132,6 +151,17 @@ def finetune(
             if progress is not None:
                 progress(result)
     return history
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
+    """``temperature^2 * KL(softmax(teacher / T) || softmax(student / T))``, mean over the batch; the
+    ``T^2`` keeps its gradient on the scale of the cross-entropy's (Hinton et al. 2015)."""
+    if not float(temperature) > 0:
+        raise UsageError(f"distillation temperature must be > 0, got {temperature}")
+    t = float(temperature)
+    log_p = F.log_softmax(student.float() / t, dim=-1)
+    q = F.log_softmax(teacher.detach().float() / t, dim=-1)
+    return t * t * F.kl_div(log_p, q, log_target=True, reduction="batchmean")
 
 
 def augmentation(choice: str, train_data):

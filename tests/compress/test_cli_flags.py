@@ -24,6 +24,9 @@ def test_flags_reach_the_config():
     assert _config().finetune.augment == "auto"
     assert _config("--augment").finetune.augment == "crop-flip"
     assert _config("--no-augment").finetune.augment == "none"
+    assert _config().finetune.distill == 0.0
+    ft = _config("--distill", "0.5", "--temperature", "2").finetune
+    assert (ft.distill, ft.temperature) == (0.5, 2.0)
 
 
 def test_hardware_sets_tiles_and_cell_levels(tmp_path):
@@ -37,7 +40,7 @@ def test_toml_round_trip_of_the_new_fields(tmp_path):
     from spikec.compress.config import dump_toml, load_toml
 
     cfg = _config("--structure", "tile-row", "--regularizer", "group-lasso", "--bits", "5,4", "--noise-sigma", "0.1",
-                  "--no-augment")
+                  "--no-augment", "--distill", "0.7", "--temperature", "3")
     path = tmp_path / "c.toml"
     path.write_text(dump_toml(cfg))
     assert load_toml(str(path)) == cfg
@@ -53,6 +56,8 @@ def test_toml_round_trip_of_the_new_fields(tmp_path):
     (["--strength", "-1"], "--strength"),
     (["--noise-chips", "-2"], "--noise-chips"),
     (["--threshold-jitter", "-0.01"], "--threshold-jitter"),
+    (["--distill", "1.5"], "--distill"),
+    (["--temperature", "0"], "--temperature"),
 ])
 def test_bad_values_fail_with_one_line(flags, words, capsys):
     assert main(["compress", "missing.pt", *flags]) == 2

@@ -67,3 +67,39 @@ def test_the_model_sees_the_transformed_batch_drawn_from_the_seeded_generator():
     perm = torch.randperm(8, generator=order)
     expected = aug(data[0][perm], torch.Generator().manual_seed(4))
     assert torch.equal(seen[0], expected)
+
+
+def test_distillation_loss_by_hand_and_its_gradient():
+    from spikec.compress.finetune import distillation_loss
+
+    s = torch.tensor([[1.0, 0.0]], requires_grad=True)
+    t = torch.tensor([[0.0, 1.0]])
+    # T = 1: KL(q || p) with q = softmax(t), p = softmax(s): sum q (log q - log p)
+    q, p = torch.softmax(t, -1), torch.softmax(s.detach(), -1)
+    expected = float((q * (q.log() - p.log())).sum())
+    loss = distillation_loss(s, t, temperature=1.0)
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    assert torch.allclose(s.grad, p - q, atol=1e-6)  # d KL / d s = softmax(s) - softmax(t)
+    assert float(distillation_loss(t, t, 4.0)) == pytest.approx(0.0, abs=1e-7)
+    # temperature^2 scaling: at T = 2 the loss is 4 x KL of the halved scores
+    q2, p2 = torch.softmax(t / 2, -1), torch.softmax(s.detach() / 2, -1)
+    assert float(distillation_loss(s, t, 2.0)) == pytest.approx(4 * float((q2 * (q2.log() - p2.log())).sum()), rel=1e-6)
+
+
+def test_distillation_pulls_the_student_towards_the_teacher_and_needs_one():
+    x, y = _images()
+    teacher = _net()
+    with torch.no_grad():
+        teacher[3].weight.mul_(3.0)
+    plain, distilled = _net(), _net()
+    finetune(plain, (x, y), epochs=3, lr=1e-2, batch_size=8, seed=0)
+    finetune(distilled, (x, y), epochs=3, lr=1e-2, batch_size=8, seed=0, teacher=teacher, distill=1.0)
+    with torch.no_grad():
+        target = torch.softmax(teacher(x), -1)
+        gap = lambda m: float((torch.softmax(m(x), -1) - target).abs().mean())  # noqa: E731
+    assert gap(distilled) < gap(plain)
+    with pytest.raises(UsageError, match="teacher"):
+        finetune(_net(), (x, y), epochs=1, distill=0.5)
+    with pytest.raises(UsageError, match="distill"):
+        finetune(_net(), (x, y), epochs=1, teacher=teacher, distill=2.0)
