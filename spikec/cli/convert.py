@@ -205,13 +205,16 @@ def _evaluate_steps(snn, steps, test_data, batch_size, args=None, device="cpu") 
 
 def _finetune(args, snn, steps, train_data, test_data, device):
     from spikec.conversion.finetune import finetune
+    from spikec.data.augment import default_augmentation
 
     T = args.finetune_timesteps if args.finetune_timesteps is not None else min(steps)
     if T < 1:
         raise UsageError(f"--finetune-timesteps must be >= 1, got {T}")
-    print(f"fine-tuning {args.finetune_epochs} epoch(s) at T={T}, lr {args.finetune_lr:g}")
+    augment = default_augmentation(tuple(train_data[0][0].shape))  # crop+flip for images, as in spikec train
+    print(f"fine-tuning {args.finetune_epochs} epoch(s) at T={T}, lr {args.finetune_lr:g}"
+          + (f", {augment!r}" if augment is not None else ""))
     finetune(snn, train_data, epochs=args.finetune_epochs, lr=args.finetune_lr, timesteps=T, seed=args.seed,
-             progress=not args.json, device=device)
+             progress=not args.json, device=device, augment=augment)
     print("after fine-tuning:")
     return _evaluate_steps(snn, steps, test_data, args.batch_size, args, device)
 
