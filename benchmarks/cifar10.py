@@ -12,6 +12,10 @@ QCFS ANNs are either ReLU ANNs turned into QCFS (thresholds from the 99.9th acti
 or, with ``--qcfs-from-scratch``, trained with QCFS from the start as Bu et al. do: the network's own
 ``spikec train`` recipe plus ``--act qcfs --levels L`` (cached as ``NAME_qcfsL_scratchE.pt``).
 
+With ``--finetune-epochs N`` each QCFS SNN is also converted for each ``--finetune-steps`` T, bias-calibrated and
+fine-tuned N epochs by surrogate-gradient BPTT at that T (hybrid fine-tuning; cached as
+``NAME_qcfsL_hybrid_T..._e..._lr....pt``, resumable), and reported in its own rows.
+
 Every subset is a seeded stratified draw (:mod:`spikec.data.sample`): the calibration samples from
 the training split and, when ``--test-samples`` is below 10,000, the evaluated test images. Rate
 SNNs are evaluated at every T in one pass of max(T) steps (:func:`spikec.evaluation.evaluate_steps`).
@@ -91,6 +95,11 @@ def main(argv=None) -> int:
     p.add_argument("--bias-steps", default="4,8,64", help="T for which percentile and QCFS networks are bias-calibrated "
                    "(Li et al. 2021), each made and evaluated at that T alone")
     p.add_argument("--bias-sweeps", type=int, default=2, help="passes of bias calibration over the layers")
+    p.add_argument("--finetune-epochs", type=int, default=0,
+                   help="hybrid fine-tuning (Rathi et al. 2020): epochs of surrogate-gradient BPTT over the training "
+                   "split for each QCFS SNN at each --finetune-steps T, after its bias calibration (0: stage off)")
+    p.add_argument("--finetune-steps", default="4", help="T at which the QCFS SNNs are fine-tuned")
+    p.add_argument("--finetune-lr", type=float, default=1e-4, help="Adam learning rate of hybrid fine-tuning (cosine)")
     p.add_argument("--out", default=os.path.join(HERE, "results", "cifar10.md"))
     p.add_argument("--json", default=os.path.join(HERE, "results", "cifar10.json"))
     p.add_argument("--from-json", default=None)
@@ -238,6 +247,9 @@ def run_network(name, epochs, args, steps, skip, train_data, test, calib) -> dic
                        from_scratch=bool(args.qcfs_from_scratch))
             if "bias" not in skip:
                 res["bias_calibrated"] = bias_calibrated(qann, calib, test, "percentile:99.9", args)
+            if args.finetune_epochs > 0:
+                res["hybrid_finetuned"] = hybrid_finetuned(name, levels, qann, calib, train_data, test, args,
+                                                           bias="bias" not in skip)
             out["qcfs"][levels] = res
             log(f"QCFS L={levels}: ANN {res['ann_accuracy']:.4f}, SNN {res['accuracy']}")
     if "ttfs" not in skip:
@@ -256,6 +268,40 @@ def bias_calibrated(ann, calib, test, norm, args) -> dict:
         out[T] = {"accuracy": ev.accuracy[T], "spikes_per_neuron": ev.spikes_per_neuron[T],
                   "calibration_seconds": report.seconds, "eval_seconds": ev.seconds, "sweeps": report.sweeps}
         log(f"  bias-calibrated for T={T}: {ev.accuracy[T]:.4f} ({report.seconds:.0f} s)")
+    return out
+
+
+def hybrid_finetuned(name, levels, qann, calib, train_data, test, args, bias: bool) -> dict:
+    """Accuracy at each T of ``--finetune-steps`` of a QCFS SNN converted for that T, bias-calibrated, then
+    fine-tuned with surrogate-gradient BPTT at that T; the fine-tuned SNNs are cached beside the ANNs."""
+    from spikec.conversion.finetune import finetune
+    from spikec.conversion.rate import rate_snn_checkpoint
+
+    out = {}
+    for T in sorted({int(v) for v in args.finetune_steps.split(",") if v}):
+        snn = convert_rate(qann, calib, timesteps=T)
+        if bias:
+            calibrate_bias(snn, qann, calib, T, sweeps=args.bias_sweeps)
+        before = evaluate_steps(snn, test, [T], batch_size=args.batch_size, device=args.device).accuracy[T]
+        path = os.path.join(args.cache, f"{name}_qcfs{levels}_hybrid_T{T}_e{args.finetune_epochs}_lr{args.finetune_lr:g}"
+                            f"{'_bias' if bias else ''}.pt")
+        if os.path.exists(path):
+            snn, ckpt = load_model(path)
+            seconds = ckpt["metrics"]["seconds"]
+        else:
+            t = time.perf_counter()
+            finetune(snn, train_data, epochs=args.finetune_epochs, lr=args.finetune_lr, batch_size=64, timesteps=T,
+                     seed=0, progress=sys.stderr.isatty(), device=args.device, augment=default_augmentation((3, 32, 32)),
+                     state_file=path + ".state", resume=True)
+            seconds = time.perf_counter() - t
+            save_checkpoint(path, rate_snn_checkpoint(snn.cpu(), ann_checkpoint(qann.cpu(), {"name": "qcfs", "levels": levels}),
+                                                      metrics={"seconds": seconds, "epochs": args.finetune_epochs}))
+            if os.path.exists(path + ".state"):
+                os.unlink(path + ".state")
+        ev = evaluate_steps(snn, test, [T], batch_size=args.batch_size, device=args.device)
+        out[T] = {"before": before, "accuracy": ev.accuracy[T], "spikes_per_neuron": ev.spikes_per_neuron[T],
+                  "seconds": seconds, "epochs": args.finetune_epochs, "lr": args.finetune_lr, "bias_calibrated": bias}
+        log(f"  QCFS L={levels} hybrid fine-tuned at T={T}: {before:.4f} -> {ev.accuracy[T]:.4f} ({seconds:.0f} s)")
     return out
 
 
@@ -321,6 +367,25 @@ def _bias_table(r: dict) -> list[str]:
             "|---|---|---|---|---|---|---|---|", *rows]
 
 
+def _hybrid_table(r: dict) -> list[str]:
+    """QCFS SNNs fine-tuned at their T after conversion (and bias calibration)."""
+    rows = []
+    for name, n in r["networks"].items():
+        for levels, q in n.get("qcfs", {}).items():
+            for T, h in sorted(q.get("hybrid_finetuned", {}).items()):
+                rows.append(f"| {name} | QCFS L={levels} ({_qcfs_kind(q)}) | {T} | {pct(q['ann_accuracy'])} | "
+                            f"{pct(h['before'])} | {pct(h['accuracy'])} | {h['epochs']} | {h['lr']:g} | "
+                            f"{h['spikes_per_neuron']:.3f} | {h['seconds']:.0f} |")
+    if not rows:
+        return []
+    return ["", "## Hybrid fine-tuning of the QCFS SNNs (Rathi et al. 2020) at their own T", "",
+            "`spikec.conversion.finetune.finetune`: surrogate-gradient BPTT of the converted (and bias-calibrated) SNN "
+            "at T over the whole training split, Adam with a cosine schedule, batch 64, crop+flip; weights and biases "
+            "trained, thresholds as converted. Accuracy (%) at T before and after, spikes per neuron after, seconds.", "",
+            "| network | conversion | T | ANN | before | fine-tuned | epochs | lr | spikes/neuron | seconds |",
+            "|---|---|---|---|---|---|---|---|---|---|", *rows]
+
+
 def write_markdown(path: str, r: dict) -> None:
     steps = r["steps"]
     m = r["machine"]
@@ -362,6 +427,11 @@ def write_markdown(path: str, r: dict) -> None:
                 if T in q.get("bias_calibrated", {}):
                     rows.append((f"QCFS L={levels} ({_qcfs_kind(q)}) + bias calibration, T={T}", q["ann_accuracy"],
                                  q["bias_calibrated"][T]["accuracy"], limits.get(key)))
+                if T in q.get("hybrid_finetuned", {}):
+                    h = q["hybrid_finetuned"][T]
+                    rows.append((f"QCFS L={levels} ({_qcfs_kind(q)}){' + bias calibration' if h['bias_calibrated'] else ''}"
+                                 f" + {h['epochs']} epoch(s) of hybrid fine-tuning, T={T}", q["ann_accuracy"],
+                                 h["accuracy"], limits.get(key)))
         for label, a, s, limit in rows:
             gap = 100 * (a - s)
             met = "" if limit is None else ("yes" if gap <= limit else "no")
@@ -384,6 +454,7 @@ def write_markdown(path: str, r: dict) -> None:
             lines.append(f"| {name} | spikec QCFS L={levels} ({_qcfs_kind(q)}) | {pct(q['ann_accuracy'])} | "
                          + " | ".join(pct(q["accuracy"].get(T)) for T in steps) + " |")
     lines += _bias_table(r)
+    lines += _hybrid_table(r)
     lines += ["", "spikec >= spikingjelly at every T from 8 to 64 (percentile, same ANN):", ""]
     for name, n in r["networks"].items():
         sj = n.get("spikingjelly", {}).get("99.9%", {}).get("accuracy")
