@@ -14,7 +14,7 @@ or, with ``--qcfs-from-scratch``, trained with QCFS from the start as Bu et al. 
 
 With ``--finetune-epochs N`` each QCFS SNN is also converted for each ``--finetune-steps`` T, bias-calibrated and
 fine-tuned N epochs by surrogate-gradient BPTT at that T (hybrid fine-tuning; cached as
-``NAME_qcfsL_hybrid_T..._e..._lr....pt``, resumable), and reported in its own rows.
+``<QCFS ANN file>_hybrid_T..._e..._lr....pt``, resumable), and reported in its own rows.
 
 Every subset is a seeded stratified draw (:mod:`spikec.data.sample`): the calibration samples from
 the training split and, when ``--test-samples`` is below 10,000, the evaluated test images. Rate
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
                    help="hybrid fine-tuning (Rathi et al. 2020): epochs of surrogate-gradient BPTT over the training "
                    "split for each QCFS SNN at each --finetune-steps T, after its bias calibration (0: stage off)")
     p.add_argument("--finetune-steps", default="4", help="T at which the QCFS SNNs are fine-tuned")
-    p.add_argument("--finetune-lr", type=float, default=1e-4, help="Adam learning rate of hybrid fine-tuning (cosine)")
+    p.add_argument("--finetune-lr", type=float, default=3e-4, help="Adam learning rate of hybrid fine-tuning (cosine)")
     p.add_argument("--out", default=os.path.join(HERE, "results", "cifar10.md"))
     p.add_argument("--json", default=os.path.join(HERE, "results", "cifar10.json"))
     p.add_argument("--from-json", default=None)
@@ -182,17 +182,23 @@ def scratch_epochs(name: str, args) -> int:
     return epochs[name]
 
 
+def qcfs_path(name: str, levels: int, args) -> str:
+    """Where the QCFS ANN of these settings is cached (the SNNs fine-tuned from it are named after it)."""
+    if args.qcfs_from_scratch:
+        return os.path.join(args.cache, f"{name}_qcfs{levels}_scratch{scratch_epochs(name, args)}.pt")
+    return os.path.join(args.cache, f"{name}_qcfs{levels}_ft{args.qcfs_epochs}.pt")
+
+
 def qcfs_ann(name: str, ann, levels: int, args, train_data, calib):
     """``(QCFS ANN, training seconds, how it was made)``: cached, else trained (see the module docstring)."""
+    path = qcfs_path(name, levels, args)
     if args.qcfs_from_scratch:
         epochs = scratch_epochs(name, args)
-        path = os.path.join(args.cache, f"{name}_qcfs{levels}_scratch{epochs}.pt")
         command = train_command(name, epochs, args, path, ["--act", "qcfs", "--levels", str(levels)])
         _train_cached(path, command)
         model, ckpt = load_model(path)
         return model.eval(), ckpt.get("metrics", {}).get("seconds"), f"trained with QCFS from scratch: `{' '.join(command)}`"
     how = f"ReLU ANN + {args.qcfs_epochs} epoch(s) of QCFS fine-tuning"
-    path = os.path.join(args.cache, f"{name}_qcfs{levels}_ft{args.qcfs_epochs}.pt")
     if os.path.exists(path):
         model, ckpt = load_model(path)
         return model.eval(), ckpt["metrics"]["seconds"], how
@@ -245,11 +251,12 @@ def run_network(name, epochs, args, steps, skip, train_data, test, calib) -> dic
             res = rate_curve(snn, test, steps, args.batch_size, args.device)
             res.update(ann_accuracy=evaluate(qann, test), finetune_seconds=seconds, how=how,
                        from_scratch=bool(args.qcfs_from_scratch))
+            calibrated = {}  # T -> the bias-calibrated SNN, the starting point of hybrid fine-tuning at that T
             if "bias" not in skip:
-                res["bias_calibrated"] = bias_calibrated(qann, calib, test, "percentile:99.9", args)
+                res["bias_calibrated"] = bias_calibrated(qann, calib, test, "percentile:99.9", args, keep=calibrated)
             if args.finetune_epochs > 0:
-                res["hybrid_finetuned"] = hybrid_finetuned(name, levels, qann, calib, train_data, test, args,
-                                                           bias="bias" not in skip)
+                res["hybrid_finetuned"] = hybrid_finetuned(qcfs_path(name, levels, args), levels, qann, calib,
+                                                           train_data, test, args, "bias" not in skip, calibrated)
             out["qcfs"][levels] = res
             log(f"QCFS L={levels}: ANN {res['ann_accuracy']:.4f}, SNN {res['accuracy']}")
     if "ttfs" not in skip:
@@ -258,8 +265,9 @@ def run_network(name, epochs, args, steps, skip, train_data, test, calib) -> dic
     return out
 
 
-def bias_calibrated(ann, calib, test, norm, args) -> dict:
-    """Accuracy at each T of ``--bias-steps`` of a network converted and bias-calibrated for that T."""
+def bias_calibrated(ann, calib, test, norm, args, keep: dict | None = None) -> dict:
+    """Accuracy at each T of ``--bias-steps`` of a network converted and bias-calibrated for that T
+    (the calibrated SNNs go into ``keep`` by T when given)."""
     out = {}
     for T in sorted({int(v) for v in args.bias_steps.split(",") if v}):
         snn = convert_rate(ann, calib, timesteps=T, norm=norm)
@@ -267,31 +275,38 @@ def bias_calibrated(ann, calib, test, norm, args) -> dict:
         ev = evaluate_steps(snn, test, [T], batch_size=args.batch_size, device=args.device)
         out[T] = {"accuracy": ev.accuracy[T], "spikes_per_neuron": ev.spikes_per_neuron[T],
                   "calibration_seconds": report.seconds, "eval_seconds": ev.seconds, "sweeps": report.sweeps}
+        if keep is not None:
+            keep[T] = snn
         log(f"  bias-calibrated for T={T}: {ev.accuracy[T]:.4f} ({report.seconds:.0f} s)")
     return out
 
 
-def hybrid_finetuned(name, levels, qann, calib, train_data, test, args, bias: bool) -> dict:
-    """Accuracy at each T of ``--finetune-steps`` of a QCFS SNN converted for that T, bias-calibrated, then
-    fine-tuned with surrogate-gradient BPTT at that T; the fine-tuned SNNs are cached beside the ANNs."""
+def hybrid_finetuned(qcfs_file: str, levels: int, qann, calib, train_data, test, args, bias: bool,
+                     calibrated: dict) -> dict:
+    """Accuracy at each T of ``--finetune-steps`` of a QCFS SNN converted for that T, bias-calibrated (taken from
+    ``calibrated`` where the bias stage made it), then fine-tuned with surrogate-gradient BPTT at that T. The
+    fine-tuned SNNs are cached under the name of the QCFS ANN file ``qcfs_file`` they come from."""
     from spikec.conversion.finetune import finetune
     from spikec.conversion.rate import rate_snn_checkpoint
 
     out = {}
     for T in sorted({int(v) for v in args.finetune_steps.split(",") if v}):
-        snn = convert_rate(qann, calib, timesteps=T)
-        if bias:
-            calibrate_bias(snn, qann, calib, T, sweeps=args.bias_sweeps)
+        if bias and T in calibrated:
+            snn = copy.deepcopy(calibrated[T])
+        else:
+            snn = convert_rate(qann, calib, timesteps=T)
+            if bias:
+                calibrate_bias(snn, qann, calib, T, sweeps=args.bias_sweeps)
         before = evaluate_steps(snn, test, [T], batch_size=args.batch_size, device=args.device).accuracy[T]
-        path = os.path.join(args.cache, f"{name}_qcfs{levels}_hybrid_T{T}_e{args.finetune_epochs}_lr{args.finetune_lr:g}"
-                            f"{'_bias' if bias else ''}.pt")
+        path = (qcfs_file.removesuffix(".pt") + f"_hybrid_T{T}_e{args.finetune_epochs}_lr{args.finetune_lr:g}"
+                + ("_bias" if bias else "") + ".pt")
         if os.path.exists(path):
             snn, ckpt = load_model(path)
             seconds = ckpt["metrics"]["seconds"]
         else:
             t = time.perf_counter()
             finetune(snn, train_data, epochs=args.finetune_epochs, lr=args.finetune_lr, batch_size=64, timesteps=T,
-                     seed=0, progress=sys.stderr.isatty(), device=args.device, augment=default_augmentation((3, 32, 32)),
+                     seed=0, progress=sys.stderr.isatty(), device=args.device, augment=default_augmentation(calib.shape[1:]),
                      state_file=path + ".state", resume=True)
             seconds = time.perf_counter() - t
             save_checkpoint(path, rate_snn_checkpoint(snn.cpu(), ann_checkpoint(qann.cpu(), {"name": "qcfs", "levels": levels}),

@@ -19,13 +19,13 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-from spikec.checkpoint import load_model  # noqa: E402
-from spikec.conversion.bias_calibration import calibrate_bias  # noqa: E402
-from spikec.conversion.rate import convert_rate  # noqa: E402
-from spikec.data import load_dataset  # noqa: E402
-from spikec.data.sample import stratified_tensors  # noqa: E402
-from spikec.evaluation import evaluate_steps  # noqa: E402
-from spikec.training import evaluate  # noqa: E402
+from spikec.checkpoint import load_model
+from spikec.conversion.bias_calibration import calibrate_bias
+from spikec.conversion.rate import convert_rate
+from spikec.data import load_dataset
+from spikec.data.sample import stratified_tensors
+from spikec.evaluation import evaluate_steps
+from spikec.training import evaluate
 
 
 def main(argv=None) -> int:
