@@ -10,7 +10,10 @@ For each ANN checkpoint given (``spikec train`` output, e.g. ``/work/cache/cifar
 - ``--ttfs-route ann``: the ANN-side route for TTFS too (re-converted at ``--time-bits``; with
   ``--quant-group channel`` the ANN's per-channel grid survives batch-norm folding, so the SNN's
   re-quantization does not round a second time);
-- optionally ``--structure tile`` (with ``--regularizer hoyer-square``) for tiles freed on the PE.
+- optionally ``--structure tile`` (with ``--regularizer hoyer-square``) for tiles freed on the PE, or
+  ``--structure channel`` (whole output channels, with the batch norm after each pruned layer held at
+  zero for them): their neurons are silent, and the PE leaves them off the chip with every row that
+  would read them.
 
 On the ANN-side route the compressed ANN is cached beside its checkpoint
 (``<stem>_compressed_<settings hash>.pt``), so every coding and every rerun reuses one compression
@@ -198,7 +201,7 @@ def main(argv=None) -> int:
     p.add_argument("--codings", default="ttfs,rate")
     p.add_argument("--density", type=float, default=0.1)
     p.add_argument("--bits", type=int, default=4)
-    p.add_argument("--structure", default=None, choices=(None, "row", "kernel", "tile-row", "tile-col", "tile"),
+    p.add_argument("--structure", default=None, choices=(None, "row", "kernel", "channel", "tile-row", "tile-col", "tile"),
                    help="pruning groups: 1 x k kernel rows, k x k kernels, or groups aligned with the crossbar tiles")
     p.add_argument("--regularizer", default="hoyer-square")
     p.add_argument("--strength", type=float, default=1e-3)

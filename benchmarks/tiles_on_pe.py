@@ -2,6 +2,11 @@
 
     python benchmarks/tiles_on_pe.py runs/cifar10/vgg16_relu.pt runs/cifar10/vgg16_relu_compressed_b04ec44ab2.pt --caps none,32
 
+Silent neurons (channels pruned with their bias and batch norm: no weights, no positive bias) are
+left off the chip with the rows that read them; ``--keep-silent`` adds a row per network with them
+kept on, so the saving is measured on the same spike times. ``--json`` writes every row with its
+energy per component.
+
 For each ``max_row_copies`` cap: crossbar tiles the PE's own mapping occupies (and the layer that
 holds most of them), the SNN's accuracy and synaptic operations, and the nominal chip's accuracy,
 energy and latency per inference on a stratified test draw. A pruned
@@ -12,6 +17,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
+import sys
 import time
 
 import torch
@@ -34,6 +42,8 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=500)
     p.add_argument("--time-bits", type=int, default=6)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--keep-silent", action="store_true", help="also map each network with its silent neurons on the chip")
+    p.add_argument("--json", default=None, help="write the rows (with energy per component) here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     hw = preset("twin-column")
@@ -41,23 +51,40 @@ def main() -> None:
     caps = [None if c == "none" else int(c) for c in args.caps.split(",")]
     from spikec.compress.metrics import activity
 
-    print("| network | max_row_copies | tiles | largest layer (tiles) | SNN | SOPs per inference | nominal chip "
-          "| energy per inference (nJ) | latency (us) | seconds |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| network | max_row_copies | silent neurons | neurons on chip | tiles | largest layer (tiles) | SNN "
+          "| SOPs per inference | nominal chip | energy per inference (nJ) | crossbar / neurons / buffer / static (nJ) "
+          "| latency (us) | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
     for path in args.anns:
         snn = convert_ttfs(load_model(path)[0], xc, time_bits=args.time_bits).eval()
         act = activity(snn, (x, y), batch_size=100, seed=0)
         snn_acc, sops = act.accuracy, act.sops_per_inference
         for cap in caps:
             cfg = dataclasses.replace(hw, max_row_copies=cap)
-            t0 = time.perf_counter()
-            tiles = tile_count(snn, cfg)
-            big = max(tiles.layers.items(), key=lambda kv: kv[1][1])
-            pe = PEModel.from_snn(snn, cfg)
-            r = pe.evaluate(pe.nominal(), x, y, RunOptions.from_config(cfg))
-            print(f"| {path} | {cap or 'none'} | {tiles.occupied} | {big[0]} ({big[1][1]}) | {snn_acc:.1%} | {sops / 1e6:.2f} M "
-                  f"| {r.accuracy:.1%} | {1e9 * r.energy['total']:.1f} | {1e6 * r.latency_s:.1f} "
-                  f"| {time.perf_counter() - t0:.0f} |", flush=True)
+            for keep in ((False, True) if args.keep_silent else (False,)):
+                t0 = time.perf_counter()
+                pe = PEModel.from_snn(snn, cfg, keep_silent=keep)
+                layers = {xb.layer.name: xb.tiling.tiles for xb in pe.crossbars}
+                tiles = tile_count(snn, cfg).occupied if not keep else sum(layers.values())
+                big = max(layers.items(), key=lambda kv: kv[1])
+                r = pe.evaluate(pe.nominal(), x, y, RunOptions.from_config(cfg))
+                neurons = sum(xb.layer.neurons * xb.layer.positions for xb in pe.crossbars)
+                e = {k: 1e9 * float(v) for k, v in r.energy.items()}
+                row = {"network": path, "max_row_copies": cap, "silent": "kept on" if keep else "off chip",
+                       "neurons_on_chip": neurons, "tiles": tiles, "largest_layer": big, "snn_accuracy": snn_acc,
+                       "sops": sops, "chip_accuracy": r.accuracy, "energy_nj": e, "latency_us": 1e6 * r.latency_s,
+                       "samples": len(y), "seconds": time.perf_counter() - t0}
+                rows.append(row)
+                print(f"| {path} | {cap or 'none'} | {row['silent']} | {neurons} | {tiles} | {big[0]} ({big[1]}) "
+                      f"| {snn_acc:.1%} | {sops / 1e6:.2f} M | {r.accuracy:.1%} | {e['total']:.1f} "
+                      f"| {e['crossbar']:.1f} / {e['neuron']:.1f} / {e['buffer']:.1f} / {e['static']:.1f} "
+                      f"| {row['latency_us']:.1f} | {row['seconds']:.0f} |", flush=True)
+    if args.json:
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"command": "python benchmarks/tiles_on_pe.py " + " ".join(sys.argv[1:]), "rows": rows}, f, indent=1)
+        os.replace(tmp, args.json)
 
 
 if __name__ == "__main__":

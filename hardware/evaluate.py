@@ -52,8 +52,9 @@ class PEModel:
     config: HardwareConfig
 
     @staticmethod
-    def from_snn(snn, config: HardwareConfig) -> "PEModel":
-        program = pe_program(snn)
+    def from_snn(snn, config: HardwareConfig, keep_silent: bool = False) -> "PEModel":
+        """``keep_silent``: silent neurons stay on the chip (see :func:`~spikec.hardware.extract.pe_program`)."""
+        program = pe_program(snn, keep_silent)
         return PEModel(program, [program_crossbar(layer, config) for layer in program.layers], config)
 
     @property
@@ -167,6 +168,7 @@ class PEModel:
             layer = xb.layer
             layers[n] = {
                 "kind": layer.kind, "neurons": layer.neurons, "positions": layer.positions,
+                "neurons_off_chip": layer.map_neurons - layer.neurons,
                 "rows": {"inputs": xb.input_rows, "bias": xb.bias_rows, "ramp": xb.ramp_rows},
                 "tiles": xb.tiling.as_dict(),
                 "energy_per_inference_j": {k: s[k] / count for k in ENERGY_KEYS},

@@ -21,7 +21,16 @@ source neuron each row reads at each position (``-1``: padding, reads nothing):
   its own conv. On the PE its source's spike times are replayed from the spike-time buffer
   during the layer's input window: the charge ``w * (1 - tau)`` does not depend on when the
   window is, because the neurons are non-leaky and cannot fire before their own window;
-- rows whose weights are all zero (pruned inputs) are dropped.
+- rows whose weights are all zero (pruned inputs) are dropped, and so are rows that read only
+  *silent* source neurons;
+- a neuron that can never be positive is *silent* and is left off the chip: its weights to the
+  rows kept are all zero and its bias is not positive (a channel removed by channel pruning, which
+  zeroes its weights and bias, or one whose every input is silent). Its value is 0 (it fires at
+  the end of its window or never), so the rows that would read it integrate nothing
+  (``w * (1 - tau) = 0``) and are dropped from the layers after it. It gets no column pair, ramp
+  cells, integrator or comparator; :func:`fold_outputs` puts it back into the layer's neuron map
+  as never firing. The readout keeps all its neurons (they are the scores). Silent neurons do not
+  count towards a time-to-accept fraction, which counts the neurons on the chip.
 
 Every rewrite is checked against the TTFS engine's own ``weighted_op`` on random values; a layer
 the PE cannot run raises :class:`~spikec.errors.SpikecError` naming it. Max poolings and
@@ -38,7 +47,7 @@ import torch.nn.functional as F
 
 from spikec.conversion.ttfs_layers import TTFSLayer, TTFSReadout, TTFSTimeOp
 from spikec.conversion.ttfs_network import TTFSNetwork
-from spikec.conversion.ttfs_synapse import Op, apply_linear_op, weighted_op
+from spikec.conversion.ttfs_synapse import Op, apply_linear_op, apply_time_op, weighted_op
 from spikec.errors import SpikecError
 
 _PROBE_CHUNK = 1024
@@ -102,10 +111,27 @@ class PELayer:
     index: torch.Tensor | None = None  # [P, rows] long
     groups: tuple[RowGroup, ...] = ()
     dense_rows: int = 0  # rows before all-zero rows were dropped (0: none dropped / not recorded)
+    channels: torch.Tensor | None = None  # [K] long: the out_shape channel (conv) or neuron (linear) of each
+    # crossbar neuron, when silent ones were left off the chip; None: all, in order
 
     @property
     def neurons(self) -> int:
+        """Neurons on the chip (column pairs): silent ones left off are not counted."""
         return self.weight.shape[0]
+
+    @property
+    def map_neurons(self) -> int:
+        """Neurons per position of the layer's neuron map, silent ones included."""
+        return int(self.out_shape[0]) if self.kind == "conv2d" else math.prod(self.out_shape)
+
+    @property
+    def silent(self) -> torch.Tensor:
+        """``out_shape`` bool: the neurons left off the chip (never fire)."""
+        on = torch.zeros(self.map_neurons, dtype=torch.bool)
+        on[self.channels if self.channels is not None else slice(None)] = True
+        if self.kind == "conv2d":
+            return (~on).view(-1, 1, 1).expand(tuple(self.out_shape)).clone()
+        return (~on).reshape(tuple(self.out_shape))
 
     @property
     def rows(self) -> int:
@@ -164,20 +190,28 @@ class PEProgram:
 
 
 @torch.no_grad()
-def pe_program(snn: TTFSNetwork) -> PEProgram:
-    """Rewrite every layer of ``snn`` for the crossbar; raises ``SpikecError`` for what it cannot map."""
+def pe_program(snn: TTFSNetwork, keep_silent: bool = False) -> PEProgram:
+    """Rewrite every layer of ``snn`` for the crossbar; raises ``SpikecError`` for what it cannot map.
+
+    ``keep_silent``: silent neurons stay on the chip and their rows in the layers after them (what
+    leaving them off saves is the difference)."""
     shapes = slot_shapes(snn)
     steps = []
     ann_macs = 0
     ann_params = 0
+    silent = {i: torch.zeros(sh, dtype=torch.bool) for i, sh in shapes.items()}  # per slot: never fires
     for name, ins, out in snn.program:
         module = snn.ops[name]
         if isinstance(module, TTFSTimeOp):
             steps.append(PEStep(name, None, module.op, tuple(ins), out))
+            t = torch.where(silent[ins[0]], float("inf"), 0.0).unsqueeze(0)  # silent: never fires
+            silent[out] = torch.isinf(apply_time_op(t, module.op))[0]
             continue
         if not isinstance(module, (TTFSLayer, TTFSReadout)):
             raise SpikecError(f"hardware: layer {name!r} is a {type(module).__name__}, which the PE cannot run")
-        layer, macs = _pe_layer(name, module, [shapes[i] for i in ins], shapes[out])
+        layer, macs = _pe_layer(name, module, [shapes[i] for i in ins], shapes[out], [silent[i] for i in ins],
+                                not keep_silent)
+        silent[out] = layer.silent
         ann_macs += macs
         ann_params += sum(s.weight.numel() + (0 if s.bias is None else s.bias.numel()) for s in module.synapses
                           if s.spec.kind != "gain")
@@ -197,7 +231,8 @@ def slot_shapes(snn: TTFSNetwork) -> dict[int, tuple]:
     return shapes
 
 
-def _pe_layer(name: str, module, in_shapes: list[tuple], out_shape: tuple) -> tuple[PELayer, int]:
+def _pe_layer(name: str, module, in_shapes: list[tuple], out_shape: tuple,
+              silent_in: list[torch.Tensor] | None = None, leave_off: bool = True) -> tuple[PELayer, int]:
     window = module.window
     synapses = list(module.synapses)
     out_shape = tuple(out_shape)
@@ -231,12 +266,25 @@ def _pe_layer(name: str, module, in_shapes: list[tuple], out_shape: tuple) -> tu
                           f"{sorted(positions)}; cannot stack their rows")
     weight = torch.cat(weights, dim=1)
     index = torch.cat(indices, dim=1)
-    weight, index, groups = _drop_zero_rows(weight, index, groups)
+    if silent_in is None or not leave_off:
+        silent_in = [torch.zeros(sh, dtype=torch.bool) for sh in in_shapes]
+    src_silent = torch.cat([s_.reshape(-1) for s_ in silent_in])
+    reads_live = (index >= 0) & ~src_silent[index.clamp(min=0)]  # [P, rows]
+    weight, index, groups = _drop_zero_rows(weight, index, groups, reads_live)
     biases = [s.bias.detach().to(torch.float64) for s in synapses if s.bias is not None]
     bias = torch.stack([b.reshape(-1) for b in biases]).sum(0) if biases else None
     if bias is not None and bias.numel() != weight.shape[0]:
         raise SpikecError(f"hardware: layer {name!r} has a bias of {bias.numel()} values for {weight.shape[0]} "
                           f"neurons; the PE needs one bias per output channel")
+    channels = None
+    if leave_off and not isinstance(module, TTFSReadout):
+        dead = (weight == 0).all(1) & (bias <= 0 if bias is not None else True)
+        if bool(dead.all()):
+            dead[0] = False  # a layer keeps one neuron on the chip
+        if bool(dead.any()):
+            channels = (~dead).nonzero().squeeze(1)
+            weight = weight[channels]
+            bias = None if bias is None else bias[channels]
     if kind == "conv2d" and len({sh[1:] for sh in in_shapes}) == 1 and all(len(sh) == 3 for sh in in_shapes):
         in_shape = (sum(sh[0] for sh in in_shapes),) + tuple(in_shapes[0][1:])
     elif len(in_shapes) == 1:
@@ -246,14 +294,15 @@ def _pe_layer(name: str, module, in_shapes: list[tuple], out_shape: tuple) -> tu
     main = next((g for g in geoms if g is not None), None)
     layer = PELayer(name, kind, weight, bias, in_shape, out_shape, main, isinstance(module, TTFSReadout),
                     float(module.scale), tuple(tuple(s) for s in in_shapes), index, tuple(groups),
-                    sum(w.shape[1] for w in weights))
-    _check_layer(layer, synapses, in_shapes)
+                    sum(w.shape[1] for w in weights), channels)
+    _check_layer(layer, synapses, in_shapes, silent_in)
     return layer, macs
 
 
-def _drop_zero_rows(weight, index, groups):
-    """Rows whose weights are all zero (pruned inputs), or that read only padding, take no crossbar row."""
-    keep = (weight != 0).any(0) & (index >= 0).any(0)
+def _drop_zero_rows(weight, index, groups, reads_live):
+    """Rows whose weights are all zero (pruned inputs), or that read only padding or silent neurons
+    (``reads_live [P, rows]`` false everywhere), take no crossbar row."""
+    keep = (weight != 0).any(0) & reads_live.any(0)
     if bool(keep.all()):
         return weight, index, groups
     if not bool(keep.any()):
@@ -468,13 +517,19 @@ def unroll_inputs(layer: PELayer, x: torch.Tensor, fill: float, index: torch.Ten
     return padded[..., safe]
 
 
-def fold_outputs(layer: PELayer, y: torch.Tensor) -> torch.Tensor:
-    """Per-position neuron outputs ``[..., P, K]`` back to the layer's neuron map ``[..., *out_shape]``."""
+def fold_outputs(layer: PELayer, y: torch.Tensor, fill: float = float("inf")) -> torch.Tensor:
+    """Per-position neuron outputs ``[..., P, K]`` back to the layer's neuron map ``[..., *out_shape]``.
+
+    Neurons left off the chip get ``fill`` (``inf`` for firing steps: they never fire; 0 for values)."""
+    if layer.channels is not None:
+        full = y.new_full((*y.shape[:-1], layer.map_neurons), fill)
+        full[..., layer.channels] = y
+        y = full
     lead = y.shape[:-2]
     if layer.kind != "conv2d":
         return y.reshape(*lead, *layer.out_shape)
     h, w = layer.out_shape[1:3]
-    return y.reshape(*lead, h, w, layer.neurons).movedim(-1, -3)
+    return y.reshape(*lead, h, w, layer.map_neurons).movedim(-1, -3)
 
 
 def stack_sources(layer: PELayer, sources: list[torch.Tensor]) -> torch.Tensor:
@@ -494,17 +549,24 @@ def layer_charge_unrolled(layer: PELayer, values: torch.Tensor, weight: torch.Te
     return q if b is None else q + b
 
 
-def _check_layer(layer: PELayer, synapses, in_shapes) -> None:
-    """The unrolled op must give the same charge as the TTFS layer's own synapse ops."""
+def _check_layer(layer: PELayer, synapses, in_shapes, silent_in) -> None:
+    """The unrolled op must give the same charge as the TTFS layer's own synapse ops (silent sources
+    at value 0), and every neuron left off the chip a charge that is never positive."""
     gen = torch.Generator().manual_seed(1234)
-    values = [torch.rand(2, *shape, generator=gen, dtype=torch.float64) for shape in in_shapes]
+    values = [torch.rand(2, *shape, generator=gen, dtype=torch.float64).masked_fill(dead, 0.0)
+              for shape, dead in zip(in_shapes, silent_in)]
     expected = None
     for v, s in zip(values, synapses):
         q = weighted_op(v, s.weight.detach().to(torch.float64),
                         None if s.bias is None else s.bias.detach().to(torch.float64), s.spec)
         expected = q if expected is None else expected + q
     rows = unroll_inputs(layer, stack_sources(layer, values), 0.0)
-    got = fold_outputs(layer, layer_charge_unrolled(layer, rows))
+    got = fold_outputs(layer, layer_charge_unrolled(layer, rows), 0.0)
+    off = layer.silent.expand_as(expected) if got.shape == expected.shape else None
+    if off is not None and bool(off.any()):
+        if bool((expected[off] > 1e-9).any()):
+            raise SpikecError(f"hardware: layer {layer.name!r}: a neuron left off the chip would fire")
+        got = torch.where(off, expected, got)
     if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-9, atol=1e-9):
         raise SpikecError(f"hardware: cannot unroll layer {layer.name!r} onto the crossbar "
                           f"(its pooling/stride combination does not fold into one convolution)")

@@ -26,7 +26,7 @@ from spikec.compress.attention import default_attention_layers
 from spikec.compress.config import CompressConfig
 from spikec.compress.dnr import RewireStep, SparseTraining
 from spikec.compress.finetune import FinetuneEpoch, augmentation, finetune
-from spikec.compress.layers import forward_module, select_layers, synaptic_layers
+from spikec.compress.layers import following_norms, forward_module, select_layers, synaptic_layers
 from spikec.compress.masks import mask_density, masks, masks_from_weights
 from spikec.compress.prune import apply_prune_masks_, prune_
 from spikec.compress.quantize import choose_bits, freeze_, prepare_qat_
@@ -125,7 +125,8 @@ def compress_(model: nn.Module, config: CompressConfig, train_data=None, teacher
                 if renormalise is not None:
                     renormalise()
             if prune_epochs > 0:
-                sparsity = SparseTraining(layers, prune, config.dnr, after_shrink=renormalise)
+                norms = following_norms(model) if prune.granularity == "channel" else None
+                sparsity = SparseTraining(layers, prune, config.dnr, after_shrink=renormalise, norms=norms)
                 group_penalty = None
                 if prune.regularizer != "none" and float(prune.strength) > 0:
                     group_penalty = GroupSparsity(layers, prune.regularizer, prune.strength, prune.granularity,

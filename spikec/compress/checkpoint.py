@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from spikec.compress.config import to_dict
-from spikec.compress.layers import forward_module, synaptic_layers
-from spikec.compress.masks import BIAS_MASK, get_mask, set_mask_
+from spikec.compress.layers import following_norms, forward_module, synaptic_layers
+from spikec.compress.masks import BIAS_MASK, get_mask, set_mask_, silence_channels_
 from spikec.compress.quantize import BITS, SCALE
 from spikec.compress.size import model_size
 
@@ -63,6 +63,8 @@ def compressed_checkpoint(ckpt: dict, model: nn.Module, record: dict) -> dict:
 def restore_compression_(model: nn.Module, record: dict) -> None:
     """Re-attach masks, scales and bit widths of ``record`` to a network loaded from its checkpoint."""
     layers = synaptic_layers(model)
+    prune = (record.get("config") or {}).get("prune") or {}
+    norms = following_norms(model) if prune.get("granularity") == "channel" else {}
     for name, entry in record.get("layers", {}).items():
         if name not in layers:
             raise ValueError(f"compressed checkpoint names layer {name!r}, which the network does not have")
@@ -71,6 +73,9 @@ def restore_compression_(model: nn.Module, record: dict) -> None:
             bias_mask = entry.get("bias_mask")
             set_mask_(m, entry["mask"].to(torch.bool), None if bias_mask is None else bias_mask.to(torch.bool),
                       hook_on=forward_module(model, name))
+            if name in norms:  # channel pruning: the batch norm after the layer stays silenced
+                mask = entry["mask"].to(torch.bool)
+                silence_channels_(norms[name], mask.reshape(mask.shape[0], -1).any(1))
         if "scale" in entry:
             m.register_buffer(SCALE, entry["scale"].clone(), persistent=False)
             m.__dict__[BITS] = int(entry["bits"])

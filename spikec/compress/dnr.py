@@ -26,7 +26,7 @@ from torch import nn
 
 from spikec.compress import groups
 from spikec.compress.config import DNRConfig, PruneConfig
-from spikec.compress.masks import get_mask, latent_weight, set_mask_
+from spikec.compress.masks import get_mask, latent_weight, set_mask_, silence_channels_
 
 
 @dataclass(frozen=True)
@@ -69,13 +69,14 @@ class DynamicRewiring:
     """
 
     def __init__(self, layers: dict[str, nn.Module], config: DNRConfig = DNRConfig(), granularity: str = "weight",
-                 tile: groups.TileShape | None = None):
+                 tile: groups.TileShape | None = None, norms: dict[str, nn.Module] | None = None):
         missing = [n for n, m in layers.items() if get_mask(m) is None]
         if missing:
             raise ValueError(f"layer {missing[0]!r} has no mask; prune before rewiring")
         self.layers = layers
         self.config = config
         self.granularity = granularity
+        self.norms = norms or {}  # channel granularity: the batch norm after a layer, silenced with its channels
         self.groupings = {n: groups.grouping(latent_weight(m).shape, granularity, tile) for n, m in layers.items()}
         self.sizes = {n: g.sizes for n, g in self.groupings.items()}
         self.momenta = {n: torch.zeros_like(latent_weight(m), dtype=torch.float32) for n, m in layers.items()}
@@ -209,6 +210,8 @@ class DynamicRewiring:
             w[mask & ~kept] = 0.0  # regrown connections start from zero
         bias_mask = mask.reshape(mask.shape[0], -1).any(1) if self.granularity == "channel" else None
         set_mask_(m, mask, bias_mask)
+        if bias_mask is not None and name in self.norms:
+            silence_channels_(self.norms[name], bias_mask)
 
 
 class SparseTraining:
@@ -217,10 +220,10 @@ class SparseTraining:
     rewires; :meth:`finish` lands exactly on the target."""
 
     def __init__(self, layers: dict[str, nn.Module], prune: PruneConfig, dnr: DNRConfig = DNRConfig(),
-                 after_shrink=None):
+                 after_shrink=None, norms: dict[str, nn.Module] | None = None):
         self.prune = prune
         self.after_shrink = after_shrink
-        self.rewiring = DynamicRewiring(layers, dnr, prune.granularity, prune.tile)
+        self.rewiring = DynamicRewiring(layers, dnr, prune.granularity, prune.tile, norms)
         self.dnr = dnr if prune.method == "dnr" else None
         self.total = self.rewiring.total_weights()
         self.target = int(round(float(prune.density) * self.total))

@@ -99,6 +99,24 @@ def driven_neurons(model: nn.Module) -> dict[str, SpikingModule | None]:
     return out
 
 
+def following_norms(model: nn.Module) -> dict[str, nn.Module]:
+    """For each Conv/Linear layer directly followed (in module order, the next leaf module) by an
+    affine batch norm over its output channels, that norm."""
+    out: dict[str, nn.Module] = {}
+    pending: tuple[str, nn.Module] | None = None
+    for name, m in model.named_modules():
+        if next(m.children(), None) is not None:
+            continue  # containers come before their children
+        if isinstance(m, SYNAPTIC):
+            pending = (name, m)
+            continue
+        if pending is not None and isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.affine \
+                and m.num_features == pending[1].weight.shape[0]:
+            out[pending[0]] = m
+        pending = None
+    return out
+
+
 def neuron_threshold(neuron: nn.Module | None):
     """A spiking layer's firing threshold (a tensor or number), or None if it has none we know of."""
     if neuron is None:

@@ -18,6 +18,7 @@ from torch import nn
 
 MASK = "weight_mask"
 BIAS_MASK = "bias_mask"
+CHANNEL_KEEP = "channel_keep"  # on a normalisation layer after a channel-pruned layer
 QUANTIZER = "_spikec_quantizer"
 NOISE = "_spikec_noise"  # conductance variation of noise-aware training (spikec.compress.variation)
 _HOOK_ON = "_spikec_hook_on"
@@ -81,6 +82,46 @@ def apply_masks_(model: nn.Module) -> None:
         mask = get_mask(m)
         if mask is not None:
             _zero_masked(m, mask)
+        if CHANNEL_KEEP in m._buffers:
+            _silence(m)
+
+
+def silence_channels_(norm: nn.Module, keep: torch.Tensor) -> None:
+    """Hold the scale and shift of a normalisation layer's removed channels at zero.
+
+    A channel pruned from the layer before a batch norm would otherwise still output the norm's
+    shift: a constant neuron, not a removed one. With both at zero the channel is exactly 0 in
+    training and evaluation (and after folding), so the PE can leave it off the chip. A channel
+    regrown (kept again) restarts from the norm's initial scale 1 and shift 0: at scale 0 it could
+    not learn.
+    """
+    w = norm._parameters.get("weight")
+    if w is None or tuple(keep.shape) != (w.shape[0],):
+        raise ValueError(f"channel mask of shape {tuple(keep.shape)} does not fit {type(norm).__name__}")
+    keep = keep.to(device=w.device, dtype=torch.bool)
+    old = norm._buffers.get(CHANNEL_KEEP)
+    if old is not None:
+        revived = keep & ~old
+        with torch.no_grad():
+            w[revived] = 1.0
+            b = norm._parameters.get("bias")
+            if b is not None:
+                b[revived] = 0.0
+    _put_buffer(norm, CHANNEL_KEEP, keep)
+    if not any(h is _silence_pre_forward for h in norm._forward_pre_hooks.values()):
+        norm.register_forward_pre_hook(_silence_pre_forward)
+    _silence(norm)
+
+
+def _silence(norm: nn.Module) -> None:
+    keep = norm._buffers[CHANNEL_KEEP]
+    for p in (norm._parameters.get("weight"), norm._parameters.get("bias")):
+        if p is not None:
+            p.data.mul_(keep)
+
+
+def _silence_pre_forward(norm: nn.Module, inputs) -> None:
+    _silence(norm)
 
 
 def masked_layers(model: nn.Module) -> dict[str, nn.Module]:

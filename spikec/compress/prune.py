@@ -11,8 +11,8 @@ from torch import nn
 
 from spikec.compress import groups
 from spikec.compress.config import PruneConfig
-from spikec.compress.layers import forward_module, select_layers, synaptic_layers
-from spikec.compress.masks import latent_weight, set_mask_
+from spikec.compress.layers import following_norms, forward_module, select_layers, synaptic_layers
+from spikec.compress.masks import latent_weight, set_mask_, silence_channels_
 
 
 def magnitude_masks(layers: dict[str, nn.Module], density: float, granularity: str = "weight",
@@ -71,13 +71,17 @@ def _global_masks(weights, grouped, target) -> dict[str, torch.Tensor]:
 
 
 def apply_prune_masks_(model: nn.Module, masks: dict[str, torch.Tensor], granularity: str = "weight") -> None:
-    """Attach ``masks`` (by layer name); with channel granularity the biases of removed channels are masked too."""
+    """Attach ``masks`` (by layer name); with channel granularity the biases of removed channels are masked
+    too, and so are the scale and shift of a batch norm right after the layer (the channel outputs 0)."""
     layers = synaptic_layers(model)
+    norms = following_norms(model) if granularity == "channel" else {}
     for n, mask in masks.items():
         if n not in layers:
             raise ValueError(f"no Conv/Linear layer named {n!r}")
         bias_mask = mask.reshape(mask.shape[0], -1).any(1) if granularity == "channel" else None
         set_mask_(layers[n], mask, bias_mask, hook_on=forward_module(model, n))
+        if n in norms:
+            silence_channels_(norms[n], bias_mask)
 
 
 def prune_(model: nn.Module, config: PruneConfig) -> dict[str, float]:
