@@ -475,7 +475,8 @@ def write_markdown(path: str, r: dict) -> None:
                          + " | ".join(pct(q["accuracy"].get(T)) for T in steps) + " |")
     lines += _bias_table(r)
     lines += _hybrid_table(r)
-    lines += ["", "spikec >= spikingjelly at every T from 8 to 64 (percentile, same ANN):", ""]
+    if any(n.get("spikingjelly") for n in r["networks"].values()):
+        lines += ["", "spikec >= spikingjelly at every T from 8 to 64 (percentile, same ANN):", ""]
     for name, n in r["networks"].items():
         sj = n.get("spikingjelly", {}).get("99.9%", {}).get("accuracy")
         pc = n["rate"].get("percentile:99.9", {}).get("accuracy", {})
@@ -504,18 +505,19 @@ def write_markdown(path: str, r: dict) -> None:
             train_s = "n/a" if q.get("finetune_seconds") is None else f"{q['finetune_seconds']:.0f}"
             lines.append(f"| {name} | QCFS L={levels}: training ({_qcfs_kind(q)}) / evaluation | "
                          f"{train_s} / {q['eval_seconds']:.0f} |")
-    lines += ["", "## TTFS conversion of the same ReLU ANNs", "",
-              "| network | ANN | SNN (continuous) | agreement | spikes/neuron | max spikes/neuron | "
-              + " | ".join(f"{b} bits (acc / agree)" for b in sorted(next((n['ttfs']['bits'] for n in r['networks'].values() if 'ttfs' in n), {}))) + " |",
-              "|---|---|---|---|---|---|" + "---|" * len(next((n['ttfs']['bits'] for n in r['networks'].values() if 'ttfs' in n), {}))]
-    for name, n in r["networks"].items():
-        t = n.get("ttfs")
-        if t:
-            lines.append(f"| {name} | {pct(t['ann_accuracy'])} | {pct(t['accuracy'])} | {pct(t['agreement'])} | "
-                         f"{t['spikes_per_neuron']:.3f} | {t['max_spikes_per_neuron']:.0f} | "
-                         + " | ".join(f"{pct(v['accuracy'])} / {pct(v['agreement'])}" for _, v in sorted(t["bits"].items())) + " |")
-    lines += ["", "Stanojevic et al. (2024) report < 0.3 spikes per neuron for their TTFS networks.", "",
-              "## Published QCFS gaps beside ours", "",
+    if any("ttfs" in n for n in r["networks"].values()):
+        lines += ["", "## TTFS conversion of the same ReLU ANNs", "",
+                  "| network | ANN | SNN (continuous) | agreement | spikes/neuron | max spikes/neuron | "
+                  + " | ".join(f"{b} bits (acc / agree)" for b in sorted(next((n['ttfs']['bits'] for n in r['networks'].values() if 'ttfs' in n), {}))) + " |",
+                  "|---|---|---|---|---|---|" + "---|" * len(next((n['ttfs']['bits'] for n in r['networks'].values() if 'ttfs' in n), {}))]
+        for name, n in r["networks"].items():
+            t = n.get("ttfs")
+            if t:
+                lines.append(f"| {name} | {pct(t['ann_accuracy'])} | {pct(t['accuracy'])} | {pct(t['agreement'])} | "
+                             f"{t['spikes_per_neuron']:.3f} | {t['max_spikes_per_neuron']:.0f} | "
+                             + " | ".join(f"{pct(v['accuracy'])} / {pct(v['agreement'])}" for _, v in sorted(t["bits"].items())) + " |")
+        lines += ["", "Stanojevic et al. (2024) report < 0.3 spikes per neuron for their TTFS networks."]
+    lines += ["", "## Published QCFS gaps beside ours", "",
               "| network | source | ANN | T=4 | gap T=4 | T=8 | gap T=8 |", "|---|---|---|---|---|---|---|"]
     for name, (a, s4, s8) in PUBLISHED_QCFS.items():
         lines.append(f"| {name} | Bu et al. 2022 (full width, their training) | {a:.2f} | {s4:.2f} | {a - s4:.2f} | "

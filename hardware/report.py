@@ -331,9 +331,10 @@ def render_html(report: dict, pngs: dict[str, bytes]) -> str:
             data = base64.b64encode(pngs[name]).decode()
             parts.append(f"<h2>{titles[name]}</h2><img alt='{name}' src='data:image/png;base64,{data}'>")
     parts.append("<h2>Layers (energies in nJ per inference)</h2>")
-    parts.append(_table(["layer", "kind", "neurons", "positions", "tiles", "total", "crossbar", "neuron",
-                         "driver", "buffer", "static", "latency (us)", "spikes"],
+    parts.append(_table(["layer", "kind", "neurons on chip", "silent, off chip", "positions", "tiles", "total", "crossbar",
+                         "neuron", "driver", "buffer", "static", "latency (us)", "spikes"],
                         [[html.escape(str(l["name"])), html.escape(str(l["kind"])), _num(l["neurons"]),
+                          _num(l.get("neurons_off_chip", 0)),
                           _num(l["positions"]), _num(l["tiles"]["tiles"]),
                           *[nj(l["energy_per_inference_j"][k]) for k in ("total",) + PARTS], us(l["latency_s"]),
                           _num(l["spikes_per_inference"])] for l in report["layers"]]))
