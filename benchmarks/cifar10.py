@@ -86,7 +86,8 @@ def main(argv=None) -> int:
     p.add_argument("--train-threads", type=int, default=None, help="torch threads of training runs (default: the recipe's)")
     p.add_argument("--precision", default=None, choices=("fp32", "bf16"),
                    help="training precision (default: the recipe's; bf16 autocast needs a CPU with bf16 instructions: "
-                   "on an AMD EPYC with AVX2 only a ResNet-20 epoch took 41 min in bf16 against 3 in fp32)")
+                   "on an AMD EPYC with AVX2 only a ResNet-20 epoch took 2392 s in bf16 against 221 s in fp32, "
+                   "benchmarks/train_precision.py)")
     p.add_argument("--steps", default=",".join(map(str, STEPS)))
     p.add_argument("--test-samples", type=int, default=1000, help="stratified test draw (10000 = all)")
     p.add_argument("--calib", type=int, default=512, help="stratified calibration draw from the training split")
@@ -157,11 +158,34 @@ def main(argv=None) -> int:
 def train_command(name: str, epochs: int, args, out: str | None = None, extra=()) -> list[str]:
     flags, _, lr, threads = NETWORKS[name]
     threads = args.train_threads or threads
-    if getattr(args, "precision", None):
-        flags = [f for f in flags if f not in ("--precision", "bf16", "fp32")] + ["--precision", args.precision]
-    out = out or os.path.join(args.cache, f"{name}_relu.pt")
+    if args.precision:
+        flags = _without_flag(flags, "--precision") + ["--precision", args.precision]
+    out = out or relu_path(name, epochs, args)
     return ["spikec", "train", *flags, *extra, "--dataset", args.data, "--epochs", str(epochs), "--lr", lr, *RECIPE,
             "--threads", str(threads), "--device", args.device, "--out", out]  # the stated budget
+
+
+def _without_flag(flags: list[str], flag: str) -> list[str]:
+    """``flags`` without ``flag`` and its value."""
+    if flag not in flags:
+        return list(flags)
+    i = flags.index(flag)
+    return flags[:i] + flags[i + 2:]
+
+
+def cache_stem(name: str, epochs: int, args) -> str:
+    """Cache files of a network trained off its recipe (other epochs or precision) carry that in their
+    name, so a later run with the recipe never takes such an ANN (or the QCFS ANNs made from it) for its own."""
+    flags, recipe_epochs = NETWORKS[name][:2]
+    recipe_precision = flags[flags.index("--precision") + 1] if "--precision" in flags else "fp32"
+    suffix = "" if epochs == recipe_epochs else f"_e{epochs}"
+    if args.precision and args.precision != recipe_precision:
+        suffix += f"_{args.precision}"
+    return os.path.join(args.cache, name + suffix)
+
+
+def relu_path(name: str, epochs: int, args) -> str:
+    return cache_stem(name, epochs, args) + "_relu.pt"
 
 
 def _train_cached(path: str, command: list[str]) -> None:
@@ -173,7 +197,7 @@ def _train_cached(path: str, command: list[str]) -> None:
 
 def relu_ann(name: str, epochs: int, args):
     """The cached ReLU ANN, trained (or resumed) with ``spikec train`` when absent."""
-    path = os.path.join(args.cache, f"{name}_relu.pt")
+    path = relu_path(name, epochs, args)
     command = train_command(name, epochs, args)
     _train_cached(path, command)
     ann, ckpt = load_model(path)
@@ -187,16 +211,18 @@ def scratch_epochs(name: str, args) -> int:
     return epochs[name]
 
 
-def qcfs_path(name: str, levels: int, args) -> str:
-    """Where the QCFS ANN of these settings is cached (the SNNs fine-tuned from it are named after it)."""
+def qcfs_path(name: str, levels: int, args, epochs: int) -> str:
+    """Where the QCFS ANN of these settings is cached (the SNNs fine-tuned from it are named after it);
+    ``epochs``: those of the ReLU ANN a fine-tuned one starts from."""
     if args.qcfs_from_scratch:
-        return os.path.join(args.cache, f"{name}_qcfs{levels}_scratch{scratch_epochs(name, args)}.pt")
-    return os.path.join(args.cache, f"{name}_qcfs{levels}_ft{args.qcfs_epochs}.pt")
+        stem = cache_stem(name, NETWORKS[name][1], args)  # its own epochs are in the name already
+        return f"{stem}_qcfs{levels}_scratch{scratch_epochs(name, args)}.pt"
+    return f"{cache_stem(name, epochs, args)}_qcfs{levels}_ft{args.qcfs_epochs}.pt"
 
 
-def qcfs_ann(name: str, ann, levels: int, args, train_data, calib):
+def qcfs_ann(name: str, ann, levels: int, args, train_data, calib, epochs: int):
     """``(QCFS ANN, training seconds, how it was made)``: cached, else trained (see the module docstring)."""
-    path = qcfs_path(name, levels, args)
+    path = qcfs_path(name, levels, args, epochs)
     if args.qcfs_from_scratch:
         epochs = scratch_epochs(name, args)
         command = train_command(name, epochs, args, path, ["--act", "qcfs", "--levels", str(levels)])
@@ -251,7 +277,7 @@ def run_network(name, epochs, args, steps, skip, train_data, test, calib) -> dic
     out["qcfs"] = {}
     if "qcfs" not in skip:
         for levels in [int(v) for v in args.qcfs_levels.split(",") if v]:
-            qann, seconds, how = qcfs_ann(name, ann, levels, args, train_data, calib)
+            qann, seconds, how = qcfs_ann(name, ann, levels, args, train_data, calib, epochs)
             snn = convert_rate(qann, calib, timesteps=max(steps))
             res = rate_curve(snn, test, steps, args.batch_size, args.device)
             res.update(ann_accuracy=evaluate(qann, test), finetune_seconds=seconds, how=how,
@@ -260,7 +286,7 @@ def run_network(name, epochs, args, steps, skip, train_data, test, calib) -> dic
             if "bias" not in skip:
                 res["bias_calibrated"] = bias_calibrated(qann, calib, test, "percentile:99.9", args, keep=calibrated)
             if args.finetune_epochs > 0:
-                res["hybrid_finetuned"] = hybrid_finetuned(qcfs_path(name, levels, args), levels, qann, calib,
+                res["hybrid_finetuned"] = hybrid_finetuned(qcfs_path(name, levels, args, epochs), levels, qann, calib,
                                                            train_data, test, args, "bias" not in skip, calibrated)
             out["qcfs"][levels] = res
             log(f"QCFS L={levels}: ANN {res['ann_accuracy']:.4f}, SNN {res['accuracy']}")

@@ -25,7 +25,6 @@ import time
 import torch
 
 from spikec.checkpoint import load_model
-from spikec.compress.tiles import tile_count
 from spikec.conversion.ttfs import convert_ttfs
 from spikec.hardware.config import preset
 from spikec.hardware.evaluate import PEModel
@@ -65,8 +64,8 @@ def main() -> None:
             for keep in ((False, True) if args.keep_silent else (False,)):
                 t0 = time.perf_counter()
                 pe = PEModel.from_snn(snn, cfg, keep_silent=keep)
-                layers = {xb.layer.name: xb.tiling.tiles for xb in pe.crossbars}
-                tiles = tile_count(snn, cfg).occupied if not keep else sum(layers.values())
+                layers = {xb.layer.name: xb.tiling.tiles for xb in pe.crossbars}  # tile_count's own PE count
+                tiles = sum(layers.values())
                 big = max(layers.items(), key=lambda kv: kv[1])
                 r = pe.evaluate(pe.nominal(), x, y, RunOptions.from_config(cfg))
                 neurons = sum(xb.layer.neurons * xb.layer.positions for xb in pe.crossbars)

@@ -26,7 +26,7 @@ from torch import nn
 
 from spikec.compress import groups
 from spikec.compress.config import DNRConfig, PruneConfig
-from spikec.compress.masks import get_mask, latent_weight, set_mask_, silence_channels_
+from spikec.compress.masks import get_mask, latent_weight, set_channel_mask_, set_mask_
 
 
 @dataclass(frozen=True)
@@ -208,10 +208,10 @@ class DynamicRewiring:
         kept = get_mask(m) if kept_groups is None else g.expand(kept_groups)
         with torch.no_grad():
             w[mask & ~kept] = 0.0  # regrown connections start from zero
-        bias_mask = mask.reshape(mask.shape[0], -1).any(1) if self.granularity == "channel" else None
-        set_mask_(m, mask, bias_mask)
-        if bias_mask is not None and name in self.norms:
-            silence_channels_(self.norms[name], bias_mask)
+        if self.granularity == "channel":
+            set_channel_mask_(m, mask, self.norms.get(name))
+        else:
+            set_mask_(m, mask)
 
 
 class SparseTraining:

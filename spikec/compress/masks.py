@@ -86,6 +86,16 @@ def apply_masks_(model: nn.Module) -> None:
             _silence(m)
 
 
+def set_channel_mask_(module: nn.Module, mask: torch.Tensor, norm: nn.Module | None = None,
+                      hook_on: nn.Module | None = None) -> None:
+    """:func:`set_mask_` for channel pruning: the biases of the channels ``mask`` removes are masked
+    too, and so are the scale and shift of ``norm``, the batch norm right after the layer (if any)."""
+    keep = mask.reshape(mask.shape[0], -1).any(1)
+    set_mask_(module, mask, keep, hook_on=hook_on)
+    if norm is not None:
+        silence_channels_(norm, keep)
+
+
 def silence_channels_(norm: nn.Module, keep: torch.Tensor) -> None:
     """Hold the scale and shift of a normalisation layer's removed channels at zero.
 

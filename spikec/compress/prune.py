@@ -12,7 +12,7 @@ from torch import nn
 from spikec.compress import groups
 from spikec.compress.config import PruneConfig
 from spikec.compress.layers import following_norms, forward_module, select_layers, synaptic_layers
-from spikec.compress.masks import latent_weight, set_mask_, silence_channels_
+from spikec.compress.masks import latent_weight, set_channel_mask_, set_mask_
 
 
 def magnitude_masks(layers: dict[str, nn.Module], density: float, granularity: str = "weight",
@@ -78,10 +78,10 @@ def apply_prune_masks_(model: nn.Module, masks: dict[str, torch.Tensor], granula
     for n, mask in masks.items():
         if n not in layers:
             raise ValueError(f"no Conv/Linear layer named {n!r}")
-        bias_mask = mask.reshape(mask.shape[0], -1).any(1) if granularity == "channel" else None
-        set_mask_(layers[n], mask, bias_mask, hook_on=forward_module(model, n))
-        if n in norms:
-            silence_channels_(norms[n], bias_mask)
+        if granularity == "channel":
+            set_channel_mask_(layers[n], mask, norms.get(n), hook_on=forward_module(model, n))
+        else:
+            set_mask_(layers[n], mask, hook_on=forward_module(model, n))
 
 
 def prune_(model: nn.Module, config: PruneConfig) -> dict[str, float]:
