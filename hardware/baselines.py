@@ -21,6 +21,7 @@ and the ANN on a digital 45 nm accelerator.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ from torch import nn
 from spikec.conversion.ttfs_layers import TTFSLayer, TTFSReadout, TTFSTimeOp
 from spikec.errors import SpikecError, UsageError
 from spikec.hardware.config import HardwareConfig
+from spikec.hardware.copies import with_copies
 from spikec.hardware.crossbar import program_crossbar
 from spikec.hardware.energy import rate_layer_energy
 from spikec.hardware.extract import slot_shapes, stack_sources, unroll_index, unroll_inputs
@@ -204,7 +206,8 @@ def _time_op_module(op) -> nn.Module:
 
 def _input_tiling(xb, config: HardwareConfig, with_bias: bool):
     rows = xb.input_rows + (xb.bias_rows if with_bias else 0)
-    return tile_layer(rows, xb.layer.neurons, config, xb.layer.positions)
+    tiling = tile_layer(rows, xb.layer.neurons, config, xb.layer.positions)
+    return dataclasses.replace(tiling, copies=xb.tiling.copies)  # the TTFS mapping's copies (tile_budget)
 
 
 def _producers(program) -> list[list[tuple[str, int]]]:
@@ -263,7 +266,7 @@ def rate_counts_energy(model, counts: StepCounts, x: torch.Tensor) -> dict:
     spiking = list(zip(counts.layer_spikes, counts.layer_neurons))
     xbs = model.crossbars
     if config.late_bias != 1:  # a rate SNN drives its bias rows every step: the crossbar without late bias
-        xbs = [program_crossbar(xb.layer, config.replace(late_bias=1)) for xb in xbs]
+        xbs = [with_copies(program_crossbar(xb.layer, config.replace(late_bias=1)), xb.tiling.copies) for xb in xbs]
     if len(spiking) != len(xbs) - 1:
         raise SpikecError(f"rate baseline: the rate SNN has {len(spiking)} spiking layers but the TTFS network "
                           f"{len(xbs) - 1} hidden layers; cannot align them")

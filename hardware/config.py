@@ -23,7 +23,7 @@ from spikec.errors import UsageError
 from spikec.io.atomic import atomic_write_text
 
 PRESETS = ("twin-column", "yan-vlsi2019")
-_OPTIONAL_INTS = ("tta_time", "buffer_bits", "ann_input_bits", "max_row_copies")
+_OPTIONAL_INTS = ("tta_time", "buffer_bits", "ann_input_bits", "max_row_copies", "tile_budget")
 
 NEUROSIM = "DNN+NeuroSim V1.4, Param.cpp (Peng, Huang, Lu, Yu; IEDM 2019 / github neurosim)"
 HOROWITZ = "M. Horowitz, 'Computing's energy problem', ISSCC 2014, 45 nm 0.9 V table"
@@ -64,6 +64,10 @@ class HardwareConfig:
                              f"{NEUROSIM}: readPulseWidth = 10e-9 (rate baselines and ADC bit planes; at most one cycle)")
     conv_copies: int = _f(1, "crossbar", "tile copies per conv layer",
                           "issue 7 default: one copy, output positions run one after another")
+    tile_budget: int | None = _f(None, "crossbar", "tiles on the chip",
+                                 "issue 15: the tiles left after each layer's conv_copies are spent on further copies "
+                                 "of conv layers, greedily by sequential runs saved per tile (hardware/copies.py); "
+                                 "unset = no budget, every conv layer keeps conv_copies")
     # timing
     clock_hz: float = _f(50e6, "timing", "Hz",
                          "B. Yan et al., RRAM-based spiking nonvolatile CIM processing engine, VLSI 2019: 50 MHz")
@@ -202,6 +206,8 @@ def _validate(c: HardwareConfig) -> None:
             raise ValueError(f"hardware config: {name} must be >= 1, got {getattr(c, name)}")
     if c.tile_cols < 2 or c.tile_cols % 2:
         raise ValueError(f"hardware config: tile_cols must be even (twin columns), got {c.tile_cols}")
+    if c.tile_budget is not None and c.tile_budget < 1:
+        raise ValueError(f"hardware config: tile_budget must be >= 1 or unset, got {c.tile_budget}")
     if c.max_row_copies is not None and c.max_row_copies < 1:
         raise ValueError(f"hardware config: max_row_copies must be >= 1 or unset, got {c.max_row_copies}")
     if c.cells_per_weight < 1 or c.tile_cols < 2 * c.cells_per_weight:

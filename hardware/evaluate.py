@@ -12,7 +12,8 @@ import torch
 from tqdm.auto import tqdm
 
 from spikec.hardware.config import HardwareConfig
-from spikec.hardware.crossbar import ChipLayer, Crossbar, ideal_chip, make_chips, program_crossbar
+from spikec.hardware.copies import program_network
+from spikec.hardware.crossbar import ChipLayer, Crossbar, ideal_chip, make_chips
 from spikec.hardware.energy import COMPONENTS, NEURON_PARTS
 from spikec.hardware.extract import PEProgram, pe_program
 from spikec.hardware.memory import release_freed_memory
@@ -55,7 +56,7 @@ class PEModel:
     def from_snn(snn, config: HardwareConfig, keep_silent: bool = False) -> "PEModel":
         """``keep_silent``: silent neurons stay on the chip (see :func:`~spikec.hardware.extract.pe_program`)."""
         program = pe_program(snn, keep_silent)
-        return PEModel(program, [program_crossbar(layer, config) for layer in program.layers], config)
+        return PEModel(program, program_network(program.layers, config), config)
 
     @property
     def layer_names(self) -> list[str]:

@@ -315,10 +315,12 @@ def render_html(report: dict, pngs: dict[str, bytes]) -> str:
              "<h1>Twin-column ReRAM PE: energy report</h1>"]
     parts += headline(report)
     parts.append("<h2>Summary</h2>")
+    budget = report.get("tile_budget")
+    tiles = "-" if report.get("tiles") is None else _num(report["tiles"]) + ("" if budget is None else f" of {budget}")
     parts.append(_table(["accuracy", "SNN accuracy", "energy / inference (nJ)", "energy / MAC (pJ)", "latency (us)",
-                         "spikes / inference", "chips", "samples"],
+                         "tiles", "spikes / inference", "chips", "samples"],
                         [[acc(report["accuracy"]), acc(report["snn"]["accuracy"]), nj(e["total"]),
-                          pj_mac(report.get("energy_per_mac_j")), us(report["latency_s"]),
+                          pj_mac(report.get("energy_per_mac_j")), us(report["latency_s"]), tiles,
                           _num(report["spikes_per_inference"]), _num(report["chips"]), _num(report.get("samples"))]]))
     parts.append("<h2>Energy by component (nJ per inference)</h2>")
     parts.append(_table(list(e.keys()), [[nj(v) for v in e.values()]]))
@@ -331,11 +333,11 @@ def render_html(report: dict, pngs: dict[str, bytes]) -> str:
             data = base64.b64encode(pngs[name]).decode()
             parts.append(f"<h2>{titles[name]}</h2><img alt='{name}' src='data:image/png;base64,{data}'>")
     parts.append("<h2>Layers (energies in nJ per inference)</h2>")
-    parts.append(_table(["layer", "kind", "neurons on chip", "silent, off chip", "positions", "tiles", "total", "crossbar",
+    parts.append(_table(["layer", "kind", "neurons on chip", "silent, off chip", "positions", "copies", "tiles", "total", "crossbar",
                          "neuron", "driver", "buffer", "static", "latency (us)", "spikes"],
                         [[html.escape(str(l["name"])), html.escape(str(l["kind"])), _num(l["neurons"]),
                           _num(l.get("neurons_off_chip", 0)),
-                          _num(l["positions"]), _num(l["tiles"]["tiles"]),
+                          _num(l["positions"]), _num(l["tiles"]["copies"]), _num(l["tiles"]["tiles"]),
                           *[nj(l["energy_per_inference_j"][k]) for k in ("total",) + PARTS], us(l["latency_s"]),
                           _num(l["spikes_per_inference"])] for l in report["layers"]]))
     parts.append("<h2>Ablations and baselines</h2>")

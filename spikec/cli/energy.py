@@ -27,6 +27,10 @@ def add_parser(subparsers, parents):
                         "spike times; with --wakeup the bias row no longer wakes every integrator at step 0); "
                         "a power of two up to the window's steps (default: the preset's, 1)")
     p.add_argument("--config", default=None, metavar="HW_TOML", help="TOML file overriding preset parameters")
+    p.add_argument("--tile-budget", type=int, default=None, metavar="N",
+                   help="tiles on the chip: those the network leaves spare hold more copies of its conv layers, "
+                        "cutting latency (e.g. the dense network's tile count, to run a compressed one on the same "
+                        "area; default: the preset's, none)")
     p.add_argument("--chips", type=int, default=10, help="Monte-Carlo chips per variation setting (default 10)")
     p.add_argument("--sigmas", default="0,0.1,0.2,0.3", metavar="S[,S...]",
                    help="sigmas of the variation sweep (default 0,0.1,0.2,0.3)")
@@ -121,6 +125,10 @@ def run(args) -> dict:
             config = config.replace(late_bias=args.late_bias)
         except ValueError as exc:
             raise UsageError(f"--late-bias {args.late_bias}: {str(exc).removeprefix('hardware config: ')}") from None
+    if args.tile_budget is not None:
+        if args.tile_budget < 1:
+            raise UsageError(f"--tile-budget must be >= 1, got {args.tile_budget}")
+        config = config.replace(tile_budget=args.tile_budget)
     kind = load_checkpoint(args.snn_file).get("kind")
     if kind != "ttfs_snn":
         raise UsageError(f"{args.snn_file} is a {kind} checkpoint; 'spikec energy' needs a ttfs_snn "

@@ -99,7 +99,7 @@ def test_cli_energy(mlp_snn, tmp_path, capsys):
                "--no-iso-accuracy", "--no-progress", "--out", str(out), "--json"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert {"accuracy", "energy_per_inference_j", "latency_s", "saving_vs_rate_snn"} <= set(summary)
+    assert {"accuracy", "energy_per_inference_j", "latency_s", "saving_vs_rate_snn", "tiles"} <= set(summary)
     assert (out / "report.json").exists() and (out / "events.h5").exists()
 
 
@@ -120,3 +120,8 @@ def test_cli_errors(mlp_snn, tmp_path, capsys):
                           "state_dict": {}})
     assert main(["energy", str(ann)]) == 2
     assert "needs a ttfs_snn" in capsys.readouterr().err
+    assert main(["energy", str(path), "--tile-budget", "0"]) == 2
+    assert main(["energy", str(path), "--tile-budget", "1", "--samples", "20", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "--tile-budget must be >= 1" in err[0]
+    assert "tile budget 1 (--tile-budget, tile_budget) is smaller than" in err[1]

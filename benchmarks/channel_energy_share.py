@@ -1,0 +1,109 @@
+"""Where on the PE a removed channel saves energy: PE energy against SOPs when channels go, without retraining.
+
+    python benchmarks/channel_energy_share.py runs/cifar10/vgg16_relu.pt --plans "0.25x4,0" "0.25x4,0.4" "0.4"
+
+Each plan removes, per conv layer in order, that fraction of its output channels (smallest L1 norm
+first; weights, conv bias and the batch norm after it set to zero, so the channel is silent and
+leaves the chip). ``0.25x4,0.4`` means 0.25 for the first four convolutions, then 0.4 for every
+later one. The network is not retrained, so its accuracy is not the point: the rows show what share
+of the PE's energy per inference and of the SNN's synaptic operations (SOPs) each plan removes, on
+the network's own chip and on the dense network's tile count (``tile_budget``: spare tiles hold
+conv copies, :mod:`spikec.hardware.copies`). Issue 15 asks for the energy to fall by at least the
+SOPs' share.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import torch
+from torch import nn
+
+from spikec.checkpoint import load_model
+from spikec.compress.metrics import activity
+from spikec.conversion.ttfs import convert_ttfs
+from spikec.hardware.config import preset
+from spikec.hardware.evaluate import PEModel
+from spikec.hardware.timing import RunOptions
+
+from cifar_draws import draws
+
+
+def parse_plan(text: str) -> list[float]:
+    out = []
+    for part in text.split(","):
+        value, _, count = part.partition("x")
+        out += [float(value)] * (int(count) if count else 1)
+    return out
+
+
+def remove_channels_(ann: nn.Module, plan: list[float]) -> None:
+    convs = [m for m in ann.modules() if isinstance(m, nn.Conv2d)]
+    norms = [m for m in ann.modules() if isinstance(m, nn.BatchNorm2d)]
+    if len(norms) != len(convs):
+        raise SystemExit("channel_energy_share.py needs a batch norm after every convolution")
+    with torch.no_grad():
+        for i, (conv, norm) in enumerate(zip(convs, norms)):
+            k = int(round((plan[i] if i < len(plan) else plan[-1]) * conv.out_channels))
+            drop = conv.weight.abs().sum((1, 2, 3)).argsort()[:k]
+            conv.weight[drop] = 0
+            if conv.bias is not None:
+                conv.bias[drop] = 0
+            norm.weight[drop] = 0
+            norm.bias[drop] = 0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("ann", help="dense ANN checkpoint (batch norm after every conv)")
+    p.add_argument("--plans", nargs="+", default=["0.25x4,0", "0.25x4,0.4", "0.4"])
+    p.add_argument("--dataset", default="../shared/data/cifar10")
+    p.add_argument("--samples", type=int, default=200)
+    p.add_argument("--max-row-copies", type=int, default=32)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    x, y, xc = draws(args.dataset, args.samples)
+    hw = dataclasses.replace(preset("twin-column"), max_row_copies=args.max_row_copies)
+
+    def measure(plan: list[float], budget: int | None) -> dict:
+        ann = load_model(args.ann)[0].eval()
+        remove_channels_(ann, plan)
+        snn = convert_ttfs(ann, xc, time_bits=6).eval()
+        sops = activity(snn, (x, y), batch_size=100, seed=0).sops_per_inference
+        cfg = dataclasses.replace(hw, tile_budget=budget)
+        pe = PEModel.from_snn(snn, cfg)
+        r = pe.evaluate(pe.nominal(), x, y, RunOptions.from_config(cfg))
+        return {"tiles": sum(xb.tiling.tiles for xb in pe.crossbars), "sops": sops,
+                "energy_nj": 1e9 * float(r.energy["total"]), "latency_us": 1e6 * r.latency_s}
+
+    t0 = time.perf_counter()
+    dense = measure([0.0], None)
+    rows = [{"plan": "dense", "chip": "own", **dense}]
+    print("| channels removed per conv | chip | tiles used | SOPs share removed | energy share removed | latency (us) |")
+    print("|---|---|---|---|---|---|")
+    print(f"| none | own | {dense['tiles']} | - | - | {dense['latency_us']:.0f} |")
+    for text in args.plans:
+        for budget in (None, dense["tiles"]):
+            m = measure(parse_plan(text), budget)
+            row = {"plan": text, "chip": "own" if budget is None else f"{budget} tiles", **m,
+                   "sops_removed": 1 - m["sops"] / dense["sops"], "energy_removed": 1 - m["energy_nj"] / dense["energy_nj"]}
+            rows.append(row)
+            print(f"| {text} | {row['chip']} | {m['tiles']} | {row['sops_removed']:.1%} | {row['energy_removed']:.1%} "
+                  f"| {m['latency_us']:.0f} |", flush=True)
+    print(f"({time.perf_counter() - t0:.0f} s)")
+    if args.json:
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"command": "python benchmarks/channel_energy_share.py " + " ".join(sys.argv[1:]),
+                       "samples": args.samples, "rows": rows}, f, indent=1)
+        os.replace(tmp, args.json)
+
+
+if __name__ == "__main__":
+    main()
