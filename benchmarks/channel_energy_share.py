@@ -2,9 +2,9 @@
 
     python benchmarks/channel_energy_share.py runs/cifar10/vgg16_relu.pt --plans "0.25x4,0" "0.25x4,0.4" "0.4"
 
-Each plan removes, per conv layer in order, that fraction of its output channels (smallest L1 norm
-first; weights, conv bias and the batch norm after it set to zero, so the channel is silent and
-leaves the chip). ``0.25x4,0.4`` means 0.25 for the first four convolutions, then 0.4 for every
+Each plan removes, per conv layer in order, that fraction of its output channels (smallest mean
+magnitude first, by ``spikec.compress.prune_`` with a ``layer_density`` plan; weights, conv bias and
+the batch norm after it set to zero, so the channel is silent and leaves the chip). ``0.25x4,0.4`` means 0.25 for the first four convolutions, then 0.4 for every
 later one. The network is not retrained, so its accuracy is not the point: the rows show what share
 of the PE's energy per inference and of the SNN's synaptic operations (SOPs) each plan removes, on
 the network's own chip and on the dense network's tile count (``tile_budget``: spare tiles hold
@@ -24,6 +24,9 @@ import torch
 from torch import nn
 
 from spikec.checkpoint import load_model
+from spikec.compress import PruneConfig, prune_
+from spikec.compress.layers import synaptic_layers
+from spikec.compress.masks import remove_mask_
 from spikec.compress.metrics import activity
 from spikec.conversion.ttfs import convert_ttfs
 from spikec.hardware.config import preset
@@ -42,19 +45,16 @@ def parse_plan(text: str) -> list[float]:
 
 
 def remove_channels_(ann: nn.Module, plan: list[float]) -> None:
-    convs = [m for m in ann.modules() if isinstance(m, nn.Conv2d)]
-    norms = [m for m in ann.modules() if isinstance(m, nn.BatchNorm2d)]
-    if len(norms) != len(convs):
-        raise SystemExit("channel_energy_share.py needs a batch norm after every convolution")
-    with torch.no_grad():
-        for i, (conv, norm) in enumerate(zip(convs, norms)):
-            k = int(round((plan[i] if i < len(plan) else plan[-1]) * conv.out_channels))
-            drop = conv.weight.abs().sum((1, 2, 3)).argsort()[:k]
-            conv.weight[drop] = 0
-            if conv.bias is not None:
-                conv.bias[drop] = 0
-            norm.weight[drop] = 0
-            norm.bias[drop] = 0
+    """Remove the planned fraction of each conv's output channels: ``spikec.compress.prune_`` with a
+    per-layer density plan at channel granularity (smallest mean magnitude first; the conv bias and
+    the batch norm after it held at zero, so the channel is silent). The masks are dropped after, the
+    zeros stay."""
+    layers = synaptic_layers(ann)
+    convs = [n for n, m in layers.items() if isinstance(m, nn.Conv2d)]
+    density = {n: 1.0 - (plan[i] if i < len(plan) else plan[-1]) for i, n in enumerate(convs)}
+    prune_(ann, PruneConfig(density=1.0, granularity="channel", layer_density=density))
+    for m in layers.values():
+        remove_mask_(m)
 
 
 def main() -> None:

@@ -84,7 +84,9 @@ def _config(args, hardware):
 
     structure = {} if not args.structure else {"granularity": args.structure, "regularizer": args.regularizer,
                                                "strength": args.strength}
-    prune = PruneConfig(density=args.density, tile_rows=hardware.tile_rows, tile_cols=hardware.tile_cols,
+    from spikec.cli.compress import parse_layer_density
+
+    prune = PruneConfig(density=args.density, layer_density=parse_layer_density(args.layer_density) or (), tile_rows=hardware.tile_rows, tile_cols=hardware.tile_cols,
                         cells_per_weight=hardware.cells_per_weight, scope=args.scope, **structure,
                         layers=LayerSelection(skip_first=args.skip_first, skip_last=args.skip_last))
     return CompressConfig(prune=prune, quant=QuantConfig(bits=args.bits, cell_levels=hardware.cell_levels,
@@ -115,6 +117,8 @@ def compressed_ann(path, args, train, hardware):
     settings.update({k: True for k in ("skip_first", "skip_last") if getattr(args, k)})  # earlier caches keep their keys
     if args.distill:
         settings["distill"] = args.distill
+    if args.layer_density:
+        settings["layer_density"] = args.layer_density
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     cache = f"{os.path.splitext(path)[0]}_compressed_{key}.pt"
     if os.path.exists(cache) and not args.redo:
@@ -201,6 +205,8 @@ def main(argv=None) -> int:
     p.add_argument("--codings", default="ttfs,rate")
     p.add_argument("--density", type=float, default=0.1)
     p.add_argument("--bits", type=int, default=4)
+    p.add_argument("--layer-density", default=None, metavar="NAME=D,...",
+                   help="per-layer densities overriding --density (spikec compress --layer-density)")
     p.add_argument("--structure", default=None, choices=(None, "row", "kernel", "channel", "tile-row", "tile-col", "tile"),
                    help="pruning groups: 1 x k kernel rows, k x k kernels, or groups aligned with the crossbar tiles")
     p.add_argument("--regularizer", default="hoyer-square")

@@ -29,6 +29,9 @@ def add_parser(subparsers, parents):
     p.add_argument("--out", default=None, metavar="FILE", help="write the compressed checkpoint here")
     p.add_argument("--config", default=None, metavar="TOML", help="base CompressConfig; flags given override it")
     p.add_argument("--density", type=float, default=None, help="fraction of weights kept (default 0.1; 1 = no pruning)")
+    p.add_argument("--layer-density", default=None, metavar="NAME=D,...",
+                   help="per-layer densities that override --density for the named Conv/Linear layers "
+                        "(e.g. features.0=0.5,features.3=0.5,features.7=1); DNR then regrows within each layer")
     p.add_argument("--bits", default=None, metavar="B|B,B,...|auto",
                    help="weight bits 2..8 (default 4; 0 = no quantization); one per quantized layer (8,4,4,...); "
                         "or auto: per layer the fewest bits its sensitivity allows (see QuantConfig)")
@@ -102,7 +105,8 @@ def build_config(args):
         tiles = {} if hardware is None else {"tile_rows": hardware.tile_rows, "tile_cols": hardware.tile_cols,
                                              "cells_per_weight": hardware.cells_per_weight}
         prune = dataclasses.replace(prune, layers=selection, **tiles, **given(
-            density=args.density, method=args.method, granularity=args.structure or args.granularity,
+            density=args.density, layer_density=parse_layer_density(args.layer_density),
+            method=args.method, granularity=args.structure or args.granularity,
             scope=args.scope, schedule=args.schedule, regularizer=args.regularizer, strength=args.strength))
         cells = {} if hardware is None else {"cell_levels": hardware.cell_levels,
                                              "cells_per_weight": hardware.cells_per_weight}
@@ -131,6 +135,25 @@ def build_config(args):
     keep_float = bits == 0 or (bits is None and base.quant is None)
     return CompressConfig(prune=None if keep_dense else prune, quant=None if keep_float else quant,
                           attention=attention, dnr=base.dnr, finetune=ft, robust=robust)
+
+
+def parse_layer_density(text):
+    """``--layer-density NAME=D,...``: ``((name, density), ...)`` or None; a one-line error otherwise."""
+    if text is None:
+        return None
+    pairs = []
+    for part in str(text).split(","):
+        name, eq, value = part.strip().partition("=")
+        try:
+            d = float(value)
+        except ValueError:
+            d = None
+        if not eq or not name.strip() or d is None:
+            raise UsageError(f"--layer-density takes NAME=DENSITY pairs separated by commas, got {part.strip()!r}")
+        if not 0.0 < d <= 1.0:
+            raise UsageError(f"--layer-density: the density of {name.strip()!r} must lie in (0, 1], got {value}")
+        pairs.append((name.strip(), d))
+    return tuple(pairs)
 
 
 def parse_bits(text):
@@ -230,6 +253,7 @@ def _run(args) -> dict:
         model, ckpt = _user_ann(args)
     else:
         model, ckpt = load_model(args.checkpoint)
+    _check_layer_density(config, model, args)
     if "compression" in ckpt:
         from spikec.compress.checkpoint import restore_compression_
 
@@ -289,6 +313,19 @@ def _run(args) -> dict:
         "layer_bits": dict(report.bits), "tiles": tiles,
         "config": to_dict(config), "checkpoint": out_path,
     }
+
+
+def _check_layer_density(config, model, args) -> None:
+    """A plan that names no pruned layer of ``model`` is a usage error that lists the ones it has."""
+    from spikec.compress.layers import select_layers
+
+    if config.prune is None or not config.prune.layer_density:
+        return
+    try:
+        config.prune.layer_densities(select_layers(model, config.prune.layers))
+    except ValueError as exc:
+        flag = "--layer-density" if args.layer_density is not None else f"--config {args.config}"
+        raise UsageError(f"{flag}: {exc}") from None
 
 
 def _twin_column():

@@ -59,6 +59,13 @@ class PruneConfig:
     fight the optimizer: with it, one MLP of three fine-tuning seeds collapsed to 10% and LeNet
     and VGG gained nothing (``benchmarks/compression_unseen.py --codings ttfs --set
     prune.recalibrate=true``; at batch 64 it cost VGG, MLP and LeNet 1 to 3 points).
+
+    ``layer_density``: ``(layer name, density)`` pairs (a TOML inline table or list of pairs) that
+    give the named layers their own density; every selected layer then keeps its own share
+    (``density`` for the layers not named), ``scope`` does not apply, and DNR regrows connections
+    only in the layer that lost them. A plan puts the pruning where it saves most: on the PE a
+    channel removed from an early 32 x 32 convolution saves more energy per removed SOP than one
+    from a late layer (``benchmarks/channel_energy_share.py``).
     """
 
     density: float = 0.1
@@ -75,10 +82,12 @@ class PruneConfig:
     tile_cols: int = 128
     cells_per_weight: int = 3  # as the twin-column preset's
     layers: LayerSelection = field(default_factory=LayerSelection)
+    layer_density: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self):
         if not 0.0 < float(self.density) <= 1.0:
             raise ValueError(f"density must lie in (0, 1], got {self.density}")
+        object.__setattr__(self, "layer_density", _density_plan(self.layer_density))
         _check("granularity", self.granularity, GRANULARITIES)
         _check("regularizer", self.regularizer, REGULARIZERS)
         if not float(self.strength) >= 0:
@@ -98,6 +107,18 @@ class PruneConfig:
             raise ValueError(f"interval must be >= 1, got {self.interval}")
         if self.recalibrate not in (True, False, "auto"):
             raise ValueError(f"recalibrate must be true, false or \"auto\", got {self.recalibrate!r}")
+
+    def layer_densities(self, names) -> dict[str, float] | None:
+        """Each of the selected layers ``names``' density under ``layer_density`` (None without a plan)."""
+        if not self.layer_density:
+            return None
+        names = list(names)
+        plan = dict(self.layer_density)
+        unknown = [n for n in plan if n not in names]
+        if unknown:
+            raise ValueError(f"layer_density names {unknown[0]!r}, which is not a pruned Conv/Linear layer "
+                             f"(pruned: {', '.join(names)})")
+        return {n: float(plan.get(n, self.density)) for n in names}
 
     @property
     def tile(self):
@@ -422,6 +443,25 @@ def _toml_value(v) -> str:
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def _density_plan(plan) -> tuple[tuple[str, float], ...]:
+    """``layer_density`` as ``((name, density), ...)`` from a mapping or pairs, each density in (0, 1]."""
+    pairs = list(plan.items()) if isinstance(plan, dict) else list(plan)
+    out, seen = [], set()
+    for pair in pairs:
+        if isinstance(pair, str) or len(pair) != 2:
+            raise ValueError(f"layer_density takes (layer name, density) pairs, got {pair!r}")
+        name, d = pair
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"layer_density: a layer name must be a non-empty string, got {name!r}")
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 < float(d) <= 1.0:
+            raise ValueError(f"layer_density of {name!r} must lie in (0, 1], got {d!r}")
+        if name in seen:
+            raise ValueError(f"layer_density names {name!r} twice")
+        seen.add(name)
+        out.append((name, float(d)))
+    return tuple(out)
 
 
 def _check(name: str, value, choices) -> None:

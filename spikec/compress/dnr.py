@@ -9,7 +9,9 @@ largest momentum. Regrown connections start at zero. ``p`` decays to zero over t
 
 The gradual schedule (Zhu & Gupta, 2018) lowers the density from 1 to the target in steps
 before that; each step removes the smallest-magnitude connections, in every layer by the same
-fraction of what it holds ("layer" scope) or ranked over all layers ("global" scope).
+fraction of what it holds ("layer" scope) or ranked over all layers ("global" scope). With a
+per-layer plan (``PruneConfig.layer_density``) every layer follows the cubic ramp towards its own
+density, and rewiring regrows in each layer what it dropped there, so the plan holds.
 
 With "row", "kernel", "channel" or a tile granularity (see :mod:`spikec.compress.groups`) whole
 groups are dropped and regrown, scored by their mean magnitude and mean momentum; every layer
@@ -52,9 +54,10 @@ def decayed_rate(config: DNRConfig, progress: float) -> float:
     return config.prune_rate
 
 
-def scheduled_density(config: PruneConfig, progress: float) -> float:
-    """Target density at ``progress`` of the pruning phase: the cubic ramp, or the target at once."""
-    d = float(config.density)
+def scheduled_density(config: PruneConfig, progress: float, density: float | None = None) -> float:
+    """Target density at ``progress`` of the pruning phase: the cubic ramp, or the target at once
+    (towards ``density``, a layer's own, if given; else ``config.density``)."""
+    d = float(config.density if density is None else density)
     if config.schedule == "oneshot":
         return d
     t = min(max(float(progress) / float(config.ramp), 0.0), 1.0)
@@ -146,6 +149,25 @@ class DynamicRewiring:
                 self._set(n, act)
         return removed
 
+    def shrink_each(self, targets: dict[str, int]) -> dict[str, int]:
+        """Remove the smallest-magnitude connections of each layer until it holds ``targets[name]``
+        weights (to within one group; a layer at or below its target is left alone)."""
+        removed = {n: 0 for n in self.layers}
+        for n, target in targets.items():
+            active = self._active(n)
+            excess = self._weights(n, active) - int(target)
+            if excess <= 0:
+                continue
+            scores = self._scores(n).masked_fill(~active, float("inf"))
+            order = torch.argsort(scores, stable=True)[: int(active.sum())]
+            k = max(0, min(groups.prefix_within(self.sizes[n][order], excess), int(active.sum()) - 1))
+            if k > 0:
+                act = active.clone()
+                act[order[:k]] = False
+                removed[n] = self._weights(n, active & ~act)
+                self._set(n, act)
+        return removed
+
     def _global_drop(self, names, active, excess) -> dict[str, int]:
         scores, owner, size = [], [], []
         for i, n in enumerate(names):
@@ -166,9 +188,10 @@ class DynamicRewiring:
         counts = torch.bincount(owner[take], minlength=len(names))
         return {n: int(c) for n, c in zip(names, counts)}
 
-    def rewire(self, rate: float) -> tuple[dict[str, int], dict[str, int]]:
+    def rewire(self, rate: float, within_layers: bool = False) -> tuple[dict[str, int], dict[str, int]]:
         """Drop the smallest ``rate`` fraction of each layer's connections and regrow as many by
-        momentum (see the module docstring). Returns weights ``(pruned, regrown)`` per layer."""
+        momentum (see the module docstring); ``within_layers`` regrows in each layer what it lost
+        (a per-layer density plan). Returns weights ``(pruned, regrown)`` per layer."""
         names = list(self.layers)
         gran = self.granularity
         active, pruned, importance = {}, {}, []
@@ -185,7 +208,10 @@ class DynamicRewiring:
             importance.append(float(mom[act].mean()) if bool(act.any()) else 0.0)
         freed = sum(pruned.values())
         caps = torch.tensor([self._weights(n, ~active[n]) for n in names])
-        shares = groups.largest_remainder(freed, torch.tensor(importance), caps)
+        if within_layers:
+            shares = torch.minimum(torch.tensor([pruned[n] for n in names]), caps)
+        else:
+            shares = groups.largest_remainder(freed, torch.tensor(importance), caps)
         regrown = {}
         for n, share in zip(names, shares.tolist()):
             kept = active[n].clone()
@@ -227,6 +253,9 @@ class SparseTraining:
         self.dnr = dnr if prune.method == "dnr" else None
         self.total = self.rewiring.total_weights()
         self.target = int(round(float(prune.density) * self.total))
+        self.plan = prune.layer_densities(layers)  # None, or each layer's own density
+        if self.plan is not None:
+            self.target = sum(self._layer_targets(None).values())
         self.history: list[RewireStep] = []
 
     def accumulate(self) -> None:
@@ -237,21 +266,35 @@ class SparseTraining:
         if step % int(self.prune.interval) == 0 and step < total_steps:
             self.update(step / total_steps)
 
+    def _layer_targets(self, progress: float | None) -> dict[str, int]:
+        """Weights each layer of the plan holds at ``progress`` of the schedule (None: the end)."""
+        out = {}
+        for n, d in self.plan.items():
+            numel = latent_weight(self.rewiring.layers[n]).numel()
+            now = d if progress is None else scheduled_density(self.prune, progress, d)
+            out[n] = int(round(max(now, d) * numel))
+        return out
+
+    def _shrink(self, progress: float | None) -> dict[str, int]:
+        if self.plan is not None:
+            return self.rewiring.shrink_each(self._layer_targets(progress))
+        goal = self.target if progress is None else int(round(scheduled_density(self.prune, progress) * self.total))
+        return self.rewiring.shrink_to(max(goal, self.target), self.prune.scope)
+
     def update(self, progress: float) -> RewireStep:
-        goal = int(round(scheduled_density(self.prune, progress) * self.total))
-        shrunk = self.rewiring.shrink_to(max(goal, self.target), self.prune.scope)
+        shrunk = self._shrink(progress)
         if self.after_shrink is not None and any(shrunk.values()):
             self.after_shrink()
         rate, pruned, regrown = 0.0, {}, {}
         if self.dnr is not None and progress < self.dnr.stop:
             rate = decayed_rate(self.dnr, progress / max(self.dnr.stop, 1e-9))
-            pruned, regrown = self.rewiring.rewire(rate)
+            pruned, regrown = self.rewiring.rewire(rate, within_layers=self.plan is not None)
         step = RewireStep(progress, rate, shrunk, pruned, regrown, self.rewiring.densities())
         self.history.append(step)
         return step
 
     def finish(self) -> None:
         """Shrink to the final density (if the schedule did not get there)."""
-        shrunk = self.rewiring.shrink_to(self.target, self.prune.scope)
+        shrunk = self._shrink(None)
         if self.after_shrink is not None and any(shrunk.values()):
             self.after_shrink()

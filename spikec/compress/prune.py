@@ -16,12 +16,16 @@ from spikec.compress.masks import latent_weight, set_channel_mask_, set_mask_
 
 
 def magnitude_masks(layers: dict[str, nn.Module], density: float, granularity: str = "weight",
-                    scope: str = "layer", tile: groups.TileShape | None = None) -> dict[str, torch.Tensor]:
+                    scope: str = "layer", tile: groups.TileShape | None = None,
+                    layer_density: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
     """Keep the largest-magnitude groups: ``scope`` "global" ranks all layers together, "layer"
     gives each layer the same density (budgets rounded so that they add up exactly; with groups of
-    unequal size, such as tiles at a layout's edge, converted to groups by the mean group size)."""
+    unequal size, such as tiles at a layout's edge, converted to groups by the mean group size).
+    ``layer_density`` (a density for every layer) gives each layer its own budget instead."""
     weights = {n: latent_weight(m).detach() for n, m in layers.items()}
     grouped = {n: groups.grouping(w.shape, granularity, tile) for n, w in weights.items()}
+    if layer_density is not None:
+        return {n: _top_groups(w, grouped[n], int(round(layer_density[n] * w.numel()))) for n, w in weights.items()}
     total = sum(w.numel() for w in weights.values())
     target = int(round(float(density) * total))
     if scope == "layer":
@@ -85,11 +89,13 @@ def apply_prune_masks_(model: nn.Module, masks: dict[str, torch.Tensor], granula
 
 
 def prune_(model: nn.Module, config: PruneConfig) -> dict[str, float]:
-    """Prune ``model`` in place by magnitude to ``config.density``; returns each pruned layer's density.
+    """Prune ``model`` in place by magnitude to ``config.density`` (or its ``layer_density`` plan); returns
+    each pruned layer's density.
 
     (DNR then rewires these masks during fine-tuning; see :func:`spikec.compress.compress_`.)
     """
     layers = select_layers(model, config.layers)
-    masks = magnitude_masks(layers, config.density, config.granularity, config.scope, config.tile)
+    masks = magnitude_masks(layers, config.density, config.granularity, config.scope, config.tile,
+                            config.layer_densities(layers))
     apply_prune_masks_(model, masks, config.granularity)
     return {n: float(masks[n].float().mean()) for n in layers}

@@ -117,10 +117,12 @@ def test_bias_step_of_hand_made_levels():
     q = WeightQuantizer(QuantConfig(bits=4, cell_levels=16, cells_per_weight=3))
     levels = torch.tensor([[7.0, -3.0, 0.0], [2.0, -4.0, 6.0], [0.0, 0.0, 0.0], [5.0, 1.0, 0.0]])
     s = torch.tensor([0.1, 0.2, 0.3, 0.4])
-    # 45 levels a side: q_max 7 -> refine 6; gcd 2, q_max 6 -> floor(45 * 2 / 6) = 15, step 0.2 * 2 / 15;
-    # the zero column takes the coarsest; q_max 5 -> refine 9
-    expect = torch.tensor([0.1 / 6, 0.2 * 2 / 15, 0.4 / 9, 0.4 / 9])
-    expect[2] = max(expect[0], expect[1], expect[3])
+    # 45 levels a side. Coarsest exact grids: 0.1, 0.4 (gcd 2), -, 0.4. The strongest column (max 2.0)
+    # refines by floor(45 * 0.4 / 2.0) = 9 to full range, a ramp of 1 / (45 * 0.4 / 9) = 0.5 rows; the
+    # unrefined grids need 1 / (45 * 0.1) = 0.22 and 1 / 18 rows. So no column refines beyond a 0.5-row
+    # ramp: column 0 by floor(0.5 * 45 * 0.1) = 2 (not 6, its full range), column 1 by 9 (not 15);
+    # the zero column takes the coarsest step.
+    expect = torch.tensor([0.1 / 2, 0.4 / 9, 0.1 / 2, 0.4 / 9])
     assert torch.allclose(q.bias_step(s, levels), expect)
     plain = WeightQuantizer(QuantConfig(bits=4))
     assert torch.equal(plain.bias_step(s, levels), s)

@@ -85,3 +85,19 @@ def test_compress_a_ttfs_checkpoint_keeps_its_kind(tmp_path, capsys):
     assert all(w.unique().numel() <= 8 for w in weights)
     total = sum(w.numel() for w in weights)
     assert sum(int((w != 0).sum()) for w in weights) <= round(0.2 * total)
+
+
+def test_layer_density_prunes_each_named_layer_to_its_own_share(rate_ckpt, capsys):
+    from spikec.compress.layers import synaptic_layers
+
+    model, _ = load_model(rate_ckpt)
+    first, last = list(synaptic_layers(model))
+    assert main(["compress", rate_ckpt, "--layer-density", "nope=0.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--layer-density" in err[0] and "'nope'" in err[0] and first in err[0]
+    rc = main(["compress", rate_ckpt, "--density", "0.5", "--layer-density", f"{first}=0.2", "--bits", "0",
+               "--epochs", "1", "--timesteps", "4", "--json"])
+    assert rc == 0
+    layer_density = _json(capsys)["layer_density"]
+    assert layer_density[first] == pytest.approx(0.2, abs=1e-3)
+    assert layer_density[last] == pytest.approx(0.5, abs=1e-3)

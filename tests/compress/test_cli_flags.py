@@ -20,6 +20,8 @@ def test_flags_reach_the_config():
     assert (cfg.robust.sigma, cfg.robust.chips, cfg.robust.lipschitz) == (0.2, 4, 0.05)
     assert cfg.robust.threshold_jitter == 0.025
     assert _config("--bits", "auto").quant.bits == "auto"
+    assert _config("--layer-density", "features.0=0.5, features.3=1").prune.layer_density == (
+        ("features.0", 0.5), ("features.3", 1.0))
     assert _config().robust is None
     assert _config().finetune.augment == "auto"
     assert _config("--augment").finetune.augment == "crop-flip"
@@ -40,7 +42,7 @@ def test_toml_round_trip_of_the_new_fields(tmp_path):
     from spikec.compress.config import dump_toml, load_toml
 
     cfg = _config("--structure", "tile-row", "--regularizer", "group-lasso", "--bits", "5,4", "--noise-sigma", "0.1",
-                  "--no-augment", "--distill", "0.7", "--temperature", "3")
+                  "--no-augment", "--distill", "0.7", "--temperature", "3", "--layer-density", "a=0.5,b=0.25")
     path = tmp_path / "c.toml"
     path.write_text(dump_toml(cfg))
     assert load_toml(str(path)) == cfg
@@ -58,6 +60,9 @@ def test_toml_round_trip_of_the_new_fields(tmp_path):
     (["--threshold-jitter", "-0.01"], "--threshold-jitter"),
     (["--distill", "1.5"], "--distill"),
     (["--temperature", "0"], "--temperature"),
+    (["--layer-density", "features.0"], "--layer-density"),
+    (["--layer-density", "features.0=0"], "--layer-density"),
+    (["--layer-density", "a=0.5,a=0.4"], "twice"),
 ])
 def test_bad_values_fail_with_one_line(flags, words, capsys):
     assert main(["compress", "missing.pt", *flags]) == 2

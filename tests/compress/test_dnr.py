@@ -99,3 +99,37 @@ def test_row_granularity_rewires_whole_kernel_rows():
     after = {n: int(get_mask(c).sum()) for n, c in convs.items()}
     assert sum(after.values()) == sum(before.values())  # what is pruned regrows, in whole rows
     assert after["a"] > before["a"] and after["b"] < before["b"]  # towards the larger mean momentum
+
+
+def test_a_density_plan_keeps_each_layer_on_its_own_budget():
+    """Layer a to 20%, layer b to the global 60%: gradual shrinking, DNR rewiring that would move
+    weights towards a (its momentum is 3x b's) and the final shrink all keep each layer's own count."""
+    from spikec.compress.dnr import SparseTraining
+
+    layers = _two_layers()
+    for lin in layers.values():
+        set_mask_(lin, torch.ones(10, 10, dtype=torch.bool))
+    prune = PruneConfig(density=0.6, layer_density={"a": 0.2}, ramp=0.5)
+    sparse = SparseTraining(layers, prune, DNRConfig(prune_rate=0.3))
+    assert sparse.target == 20 + 60
+    sparse.rewiring.momenta["a"] = torch.full((10, 10), 3.0)
+    sparse.rewiring.momenta["b"] = torch.full((10, 10), 1.0)
+    step = sparse.update(0.25)  # scheduled: d + (1 - d) * 0.125 -> 30 and 65 weights, then rewired in place
+    held = {n: int(get_mask(m).sum()) for n, m in layers.items()}
+    assert held == {"a": 30, "b": 65}
+    assert step.pruned == step.regrown  # each layer regrows what it lost
+    sparse.update(0.75)
+    sparse.finish()
+    assert {n: int(get_mask(m).sum()) for n, m in layers.items()} == {"a": 20, "b": 60}
+    # magnitude order: a keeps its 20 largest weights (81..100)
+    assert get_mask(layers["a"]).flatten()[80:].all()
+
+
+def test_a_density_plan_names_only_pruned_layers():
+    prune = PruneConfig(layer_density={"c": 0.5})
+    with pytest.raises(ValueError, match="'c'.*pruned: a, b"):
+        prune.layer_densities(["a", "b"])
+    with pytest.raises(ValueError, match="layer_density of 'a'"):
+        PruneConfig(layer_density={"a": 1.5})
+    with pytest.raises(ValueError, match="twice"):
+        PruneConfig(layer_density=(("a", 0.5), ("a", 0.4)))

@@ -74,3 +74,15 @@ def test_kernel_and_channel_granularity_prune_whole_groups():
         assert torch.all(rows.all(1) | (~rows).all(1))
         dead = ~rows.any(1)
         assert torch.all(m.bias[dead] == 0)  # a removed channel is silent, not bias-driven
+
+
+def test_magnitude_masks_follow_a_density_plan():
+    """Per-layer budgets: 30 of 100 weights in layer 0, the global 0.5 (50) in layer 2, the largest magnitudes."""
+    model = nn.Sequential(nn.Linear(10, 10, bias=False), nn.ReLU(), nn.Linear(10, 10, bias=False))
+    with torch.no_grad():
+        for lin in (model[0], model[2]):
+            lin.weight.copy_(torch.randperm(100, generator=torch.Generator().manual_seed(1)).float().reshape(10, 10) + 1)
+    densities = prune_(model, PruneConfig(density=0.5, layer_density={"0": 0.3}))
+    assert densities == pytest.approx({"0": 0.3, "2": 0.5}, abs=1e-6)
+    kept = model[0].weight.detach()[model[0].weight.detach() != 0]
+    assert sorted(kept.tolist()) == list(range(71, 101))

@@ -34,8 +34,10 @@ def test_tiles_odd_tile_shape_and_copies():
 
 
 def test_weights_on_a_4bit_grid_map_exactly_per_column():
-    """Column k holds q * s_k with |q| <= 7 (a 4-bit per-channel grid): it maps without rounding; the cell
-    grid is refined by floor(15 / max|q|) so the largest weight uses the full 15 levels."""
+    """Column k holds q * s_k with |q| <= 7 (a 4-bit per-channel grid): it maps without rounding. The cell
+    grid is refined by floor(15 / max|q|), so the largest weight uses the full 15 levels, as far as the
+    layer's ramp allows: column 0 unrefined already needs the most ramp, 1 / (15 * 0.05) = 4/3 rows,
+    and refining it by 2 would need 8/3, so it stays at 0.05; columns 1 and 2 refine by 2 within it."""
     cfg = HardwareConfig(cell_levels=16, cells_per_weight=1)
     gen = torch.Generator().manual_seed(0)
     q = torch.randint(-7, 8, (3, 20), generator=gen).to(torch.float64)
@@ -45,7 +47,10 @@ def test_weights_on_a_4bit_grid_map_exactly_per_column():
     grid = cell_grid(w, cfg)
     assert grid.exact
     max_q = q.abs().amax(1)
-    assert torch.allclose(grid.step, s / torch.floor(15 / max_q), rtol=1e-12)
+    bound = 1 / (15 * 0.05)
+    refine = torch.minimum(torch.floor(15 / max_q), torch.floor(bound * s * 15 * (1 + 1e-9)))
+    assert refine.tolist() == [1.0, 2.0, 2.0]
+    assert torch.allclose(grid.step, s / refine, rtol=1e-12)
     g_pos, g_neg = level_conductances(grid.levels_of(w).t(), cfg)
     assert torch.allclose(effective_weight(g_pos, g_neg, cfg, grid.step).t(), w, rtol=0, atol=1e-12)
 
@@ -160,17 +165,18 @@ def test_a_sparse_column_whose_smallest_level_is_large_maps_exactly():
 
 def test_a_pruned_column_does_not_set_the_ramp():
     """Neuron 1 of a hand-made layer is pruned (all weights 0, bias 0.3). Steps on 5-level cells:
-    neuron 0 (1.0, -0.5) -> 1/4, neuron 2 (0.25, 0.5) -> 1/8; the pruned one takes the coarsest, 1/4.
-    Ramp rows = max_k ceil(1 / (4 step_k)) = 2 (from neuron 2), as without the pruned neuron; its
-    bias 0.3 rounds to one level of 1/4. The old floor (step (1/64) / 4) needed 64 ramp rows."""
+    neuron 0 (1.0, -0.5) sits on a grid of 1/2, refined to full range 1/4 (a ramp of 1 / (4/4) = 1 row);
+    neuron 2 (0.25, 0.5) sits on 1/4, which needs 1 ramp row too; refining it to 1/8 would need 2, so
+    it stays at 1/4. The pruned one takes the coarsest, 1/4: 1 ramp row, as without the pruned neuron;
+    its bias 0.3 rounds to one level of 1/4. The old floor (step (1/64) / 4) needed 64 ramp rows."""
     cfg = HardwareConfig(cell_levels=5, cells_per_weight=1, tile_rows=4, tile_cols=6)
     w = torch.tensor([[1.0, -0.5], [0.0, 0.0], [0.25, 0.5]], dtype=torch.float64)
     bias = torch.tensor([0.0, 0.3, 0.0], dtype=torch.float64)
     layer = PELayer("fc", "linear", w, bias, (2,), (3,), None, False, 1.0)
     xb = program_crossbar(layer, cfg)
-    assert xb.step.tolist() == [0.25, 0.25, 0.125]
-    assert (xb.bias_rows, xb.ramp_rows) == (1, 2)
-    assert (xb.tiling.row_tiles, xb.tiling.col_tiles, xb.tiling.tiles) == (2, 1, 2)  # 2 + 1 + 2 = 5 rows of 4
+    assert xb.step.tolist() == [0.25, 0.25, 0.25]
+    assert (xb.bias_rows, xb.ramp_rows) == (1, 1)
+    assert (xb.tiling.row_tiles, xb.tiling.col_tiles, xb.tiling.tiles) == (1, 1, 1)  # 2 + 1 + 1 = 4 rows of 4
     unpruned = program_crossbar(PELayer("fc", "linear", w[[0, 2]], None, (2,), (2,), None, False, 1.0), cfg)
     assert unpruned.ramp_rows == xb.ramp_rows
     chip = make_chips(xb, cfg, 1, 0)
@@ -178,3 +184,38 @@ def test_a_pruned_column_does_not_set_the_ramp():
     assert chip.ramp[0, 0].tolist() == pytest.approx([1.0, 1.0, 1.0], rel=1e-12, abs=0)
     assert chip.weight[0, 0].t().tolist() == w.tolist()
     assert cell_grid(torch.zeros(2, 3, dtype=torch.float64), cfg).step.tolist() == [0.25, 0.25]  # nothing to scale by
+
+
+def test_a_weak_exact_column_does_not_multiply_the_ramp():
+    """A 4-bit layer (step 0.01) on 3 cells of 16 levels (45 levels a side): column 0's largest weight is
+    7 steps, column 1's one step. Refined to full range, column 0 needs floor(45 / 7) = 6, a ramp of
+    1 / (45 * 0.01 / 6) = 13.3 rows, and column 1 would need 45, a ramp of 100 rows that every column's
+    cells would leak through. Bounded by the 13.3 rows the layer needs anyway, column 1 refines by
+    floor(13.33 * 45 * 0.01) = 6 too: 14 ramp rows, and both columns still map exactly."""
+    cfg = HardwareConfig(cell_levels=16, cells_per_weight=3)
+    w = torch.tensor([[7.0, -3.0, 2.0], [1.0, 0.0, -1.0]], dtype=torch.float64) * 0.01
+    layer = PELayer("fc", "linear", w, None, (3,), (2,), None, False, 1.0)
+    xb = program_crossbar(layer, cfg)
+    assert xb.step.tolist() == pytest.approx([0.01 / 6, 0.01 / 6], rel=1e-12, abs=0)
+    assert xb.ramp_rows == 14
+    chip = make_chips(xb, cfg, 1, 0)
+    assert torch.allclose(chip.weight[0, 0].t(), w, rtol=0, atol=1e-12)
+    assert chip.ramp[0, 0].tolist() == pytest.approx([1.0, 1.0], rel=1e-12, abs=0)
+    alone = program_crossbar(PELayer("fc", "linear", w[1:], None, (3,), (1,), None, False, 1.0), cfg)
+    assert alone.step.tolist() == pytest.approx([0.01 / 45], rel=1e-12, abs=0)  # on its own: full range
+    assert alone.ramp_rows == 100
+
+
+def test_an_exact_column_refines_only_down_to_the_row_budget():
+    """Row budget 4 on 3 cells of 16 levels (45 a side): the floor step is 1 / (45 * 4) = 1/180. Column 0
+    (4-bit, step 0.01, largest 7 steps) refined to full range (by 6) would need a 13.3-row ramp and be
+    coarsened off its grid; it refines by floor(0.01 * 180) = 1 instead and stays exact (2.2 rows).
+    Column 1 (off any grid, far below the layer's scale) is coarsened to the floor: 4 ramp rows."""
+    cfg = HardwareConfig(cell_levels=16, cells_per_weight=3, max_row_copies=4)
+    w = torch.tensor([[7.0, -3.0, 2.0], [0.01, 0.01 / math.pi, 0.0]], dtype=torch.float64) * 0.01
+    xb = program_crossbar(PELayer("fc", "linear", w, None, (3,), (2,), None, False, 1.0), cfg)
+    assert xb.step.tolist() == pytest.approx([0.01, 1 / 180], rel=1e-12, abs=0)
+    assert xb.grid.on_grid.tolist() == [True, False]
+    assert xb.ramp_rows == 4
+    chip = make_chips(xb, cfg, 1, 0)
+    assert torch.allclose(chip.weight[0, 0, :, 0], w[0], rtol=0, atol=1e-12)  # column 0 maps exactly

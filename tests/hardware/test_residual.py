@@ -114,11 +114,17 @@ def test_small_resnet_maps_and_matches_the_snn_on_the_ideal_chip():
         assert same >= 0.999, (name, float(same))
 
 
-def _gain_layer(conv_scale):
-    """A 3-neuron linear layer: 3 weight rows (column k's largest weight ``conv_scale[k]``) and 3 identity rows of gain 1."""
+def _gain_layer(conv_scale, off_grid=False):
+    """A 3-neuron linear layer: 3 weight rows (column k's largest weight ``conv_scale[k]``) and 3 identity rows of gain 1.
+
+    ``off_grid``: each column also holds ``conv_scale[k] / pi``, on no grid of at most 30 levels, so every
+    column is scaled to its own largest weight (an exact column would refine only as far as the ramp
+    of the layer's other columns allows)."""
     from spikec.hardware.extract import PELayer, RowGroup
 
     w = torch.diag(torch.tensor(conv_scale, dtype=torch.float64))
+    if off_grid:
+        w = w + torch.roll(w, 1, dims=1) / math.pi
     weight = torch.cat([w, torch.eye(3, dtype=torch.float64)], dim=1)
     groups = (RowGroup(0, 0, 3, "linear", False), RowGroup(1, 3, 6, "gain", True))
     return PELayer("fc", "linear", weight, None, (6,), (3,), None, False, 1.0, ((3,), (3,)),
@@ -129,9 +135,10 @@ def test_identity_copies_follow_their_own_neuron():
     """Column 2's fine step needs many copies of its shortcut row; the other channels need none, and the
     copies realise every gain on the nominal chip."""
     cfg = HardwareConfig(window_bits=4, tile_rows=128, tile_cols=128, cell_levels=16, sigma=0.0)
-    layer = _gain_layer([1.0, 1.0, 0.05])
+    layer = _gain_layer([1.0, 1.0, 0.05], off_grid=True)
     xb = program_crossbar(layer, cfg)
     step = xb.grid.step
+    assert not bool(xb.grid.on_grid.any())
     need = [math.ceil(1.0 / float(step[k]) / xb.grid.max_level - 1e-12) for k in range(3)]
     assert need[0] == need[1] == 1 and need[2] > 10  # by hand: step_2 = 0.05/15, 300 levels -> 20 rows
     assert need[2] == 20
