@@ -317,12 +317,12 @@ def _run(args) -> dict:
 
 def _check_layer_density(config, model, args) -> None:
     """A plan that names no pruned layer of ``model`` is a usage error that lists the ones it has."""
-    from spikec.compress.layers import select_layers
+    from spikec.compress.prune import pruned_layers
 
     if config.prune is None or not config.prune.layer_density:
         return
     try:
-        config.prune.layer_densities(select_layers(model, config.prune.layers))
+        config.prune.layer_densities(pruned_layers(model, config.prune))
     except ValueError as exc:
         flag = "--layer-density" if args.layer_density is not None else f"--config {args.config}"
         raise UsageError(f"{flag}: {exc}") from None

@@ -28,7 +28,7 @@ from spikec.compress.dnr import RewireStep, SparseTraining
 from spikec.compress.finetune import FinetuneEpoch, augmentation, finetune
 from spikec.compress.layers import following_norms, forward_module, select_layers, synaptic_layers
 from spikec.compress.masks import mask_density, masks, masks_from_weights
-from spikec.compress.prune import apply_prune_masks_, prune_
+from spikec.compress.prune import apply_prune_masks_, prune_, pruned_layers
 from spikec.compress.quantize import choose_bits, freeze_, prepare_qat_
 from spikec.compress.recalibrate import Recalibrator
 from spikec.compress.regularize import GroupSparsity, Lipschitz
@@ -112,7 +112,7 @@ def compress_(model: nn.Module, config: CompressConfig, train_data=None, teacher
             _simulating(model, ft.ttfs_simulator), _simulating(teacher, ft.ttfs_simulator):
         if config.prune is not None:
             prune = config.prune
-            layers = select_layers(model, prune.layers)
+            layers = pruned_layers(model, prune)
             renormalise = None
             if recalibrate:
                 recal = Recalibrator(teacher, _calibration_inputs(train_data, seed=ft.seed), ft.seed)

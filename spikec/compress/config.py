@@ -44,7 +44,8 @@ class PruneConfig:
     :mod:`spikec.compress.groups`. ``regularizer`` adds ``strength`` times a sparsity-inducing
     penalty over those groups to the fine-tuning loss: "group-lasso" (Wen et al. 2016, SSL) or
     "hoyer-square" (the scale-invariant Group-Hoyer-square of Yang, Wen & H. Li, ICLR 2020); see
-    :mod:`spikec.compress.regularize`. ``scope``: "global"
+    :mod:`spikec.compress.regularize`. Channel pruning leaves the readout's channels (the classes)
+    alone (:func:`spikec.compress.prune.pruned_layers`). ``scope``: "global"
     ranks all selected layers together, "layer" prunes every layer by the same fraction.
     ``schedule``: "oneshot" prunes to ``density`` before fine-tuning; "gradual" starts dense and
     lowers the density every ``interval`` optimizer steps along the cubic schedule of Zhu & Gupta

@@ -68,8 +68,10 @@ def test_kernel_and_channel_granularity_prune_whole_groups():
     assert not torch.all(conv_mask.reshape(15, 9).all(1) | (~conv_mask.reshape(15, 9)).all(1))  # finer than kernels
 
     net = _net(4)
-    prune_(net, PruneConfig(density=0.4, granularity="channel", scope="layer"))
-    for m in _layers(net).values():
+    pruned = prune_(net, PruneConfig(density=0.4, granularity="channel", scope="layer"))
+    assert list(pruned) == ["0", "3"]  # the readout's channels are the classes: never channel-pruned
+    assert get_mask(net[4]) is None
+    for m in list(_layers(net).values())[:2]:
         rows = get_mask(m).reshape(m.weight.shape[0], -1)
         assert torch.all(rows.all(1) | (~rows).all(1))
         dead = ~rows.any(1)
