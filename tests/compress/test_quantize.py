@@ -116,3 +116,27 @@ def test_a_channel_of_denormal_weights_rounds_to_zero_instead_of_nan():
     assert bool((info["0"]["scale"] > 0).all())
     assert torch.equal(w[1], torch.zeros(4))
     assert w[0].unique().numel() <= 15 and w[2].unique().numel() <= 15
+
+
+def test_weights_already_on_a_k_bit_grid_keep_it():
+    """Row 0 holds whole multiples of 0.013 up to 5 (a 4-bit channel whose largest level is 5), row 1 of 0.1
+    up to 7. Re-quantizing to 4 bits per channel with threshold 1 keeps both exactly: row 0 on its own
+    step 0.013 (not max/7, and 1/0.013 is no whole number, so the layer is off the threshold grid),
+    row 1 on 0.1 = 1/10, which divides the threshold anyway. Off-grid weights still take the searched
+    scale (no rounding error 0 there)."""
+    from spikec.compress.quantize import WeightQuantizer
+
+    gen = torch.Generator().manual_seed(0)
+    levels = torch.stack([torch.randint(-5, 6, (20,), generator=gen), torch.randint(-7, 8, (20,), generator=gen)]).float()
+    levels[0, 0], levels[1, 0] = 5.0, -7.0
+    w = levels * torch.tensor([[0.013], [0.1]])
+    q = WeightQuantizer(QuantConfig(bits=4, group="channel"), unit=torch.tensor([1.0]))
+    w_q, s, lv = q.quantize_weight(w)
+    assert torch.allclose(w_q, w, rtol=0, atol=1e-7)
+    assert torch.allclose(s, torch.tensor([0.013, 0.1]), rtol=1e-6)
+    assert not q.on_grid
+    only_row1 = WeightQuantizer(QuantConfig(bits=4, group="channel"), unit=torch.tensor([1.0]))
+    assert torch.allclose(only_row1.quantize_weight(w[1:])[0], w[1:], rtol=0, atol=1e-7) and only_row1.on_grid
+    noisy = w + 1e-3 * torch.randn(w.shape, generator=gen)
+    w_n = WeightQuantizer(QuantConfig(bits=4, group="channel"), unit=torch.tensor([1.0])).quantize_weight(noisy)[0]
+    assert not torch.allclose(w_n, noisy, rtol=0, atol=1e-5)  # off-grid weights are rounded
