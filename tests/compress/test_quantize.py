@@ -140,3 +140,9 @@ def test_weights_already_on_a_k_bit_grid_keep_it():
     noisy = w + 1e-3 * torch.randn(w.shape, generator=gen)
     w_n = WeightQuantizer(QuantConfig(bits=4, group="channel"), unit=torch.tensor([1.0])).quantize_weight(noisy)[0]
     assert not torch.allclose(w_n, noisy, rtol=0, atol=1e-5)  # off-grid weights are rounded
+    # a quantizer stops looking for exact grids once its weights show none (QAT of a float network)
+    assert q._look_for_exact
+    off = WeightQuantizer(QuantConfig(bits=4, group="channel"), unit=torch.tensor([1.0]))
+    off.quantize_weight(noisy)
+    assert not off._look_for_exact
+    assert not torch.allclose(off.quantize_weight(w)[0], w, rtol=0, atol=1e-7)  # no longer looked for
