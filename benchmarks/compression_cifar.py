@@ -86,7 +86,8 @@ def _config(args, hardware):
                                                "strength": args.strength}
     from spikec.cli.compress import parse_layer_density
 
-    prune = PruneConfig(density=args.density, layer_density=parse_layer_density(args.layer_density) or (), tile_rows=hardware.tile_rows, tile_cols=hardware.tile_cols,
+    prune = PruneConfig(density=args.density, layer_density=parse_layer_density(args.layer_density) or (),
+                        tile_rows=hardware.tile_rows, tile_cols=hardware.tile_cols,
                         cells_per_weight=hardware.cells_per_weight, scope=args.scope, **structure,
                         layers=LayerSelection(skip_first=args.skip_first, skip_last=args.skip_last))
     return CompressConfig(prune=prune, quant=QuantConfig(bits=args.bits, cell_levels=hardware.cell_levels,

@@ -199,7 +199,7 @@ def _ramp_bound_refinement(refine: torch.Tensor, exact_step: torch.Tensor, on_gr
     The ramp rows are shared by every pair of the layer and each of them leaks through every column's
     cells, so the layer pays for the pair that needs the most. Refining a column whose largest weight
     is one 4-bit step to full range multiplies its ramp by up to ``max_level``: on a channel-pruned,
-    4-bit digits VGG those columns set 176 to 390 ramp rows per layer (12 to 77 before compression) and
+    4-bit digits VGG those columns set up to 390 ramp rows per layer (at most 77 before compression) and
     the network cost 25% more energy than the dense one. An exact grid holds its weights at any
     refinement, so refining stops at the ramp the layer needs anyway: that of its off-grid columns, of
     its exact columns unrefined, and of its strongest exact column refined to full range. The bound is

@@ -146,3 +146,6 @@ def test_weights_already_on_a_k_bit_grid_keep_it():
     off.quantize_weight(noisy)
     assert not off._look_for_exact
     assert not torch.allclose(off.quantize_weight(w)[0], w, rtol=0, atol=1e-7)  # no longer looked for
+    pruned = WeightQuantizer(QuantConfig(bits=4, group="channel"), unit=torch.tensor([1.0]))
+    pruned.quantize_weight(torch.cat([noisy, torch.zeros(1, 20)]))  # a pruned (all-zero) channel is on no grid
+    assert not pruned._look_for_exact
