@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from spikec.errors import SpikecError, UsageError
+from spikec.kernels.small_conv import small_map_convolutions
 from spikec.module import reset
 from spikec.record import record
 from spikec.snn import SpikingClassifier
@@ -176,7 +177,7 @@ def evaluate_steps(
     bar = tqdm(batches(data, int(batch_size), shuffle=False), total=_batch_count(data, int(batch_size)),
                desc=f"eval T<={max(steps)}", unit="batch", disable=not progress, leave=False)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), small_map_convolutions(snn):
             for x, y in bar:
                 x, y = x.to(device), y.to(device)
                 batch_seed = int(torch.randint(0, 2**62, (), generator=seeds))

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from spikec import distributed
 from spikec.errors import SpikecError
+from spikec.kernels.small_conv import small_map_convolutions
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "constant", "onecycle", "warmup-cosine")
@@ -130,7 +131,7 @@ def train(
         signature["precision"] = precision
     history: list[EpochResult] = []
     fork_devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork_devices, device_type=device.type):
+    with torch.random.fork_rng(devices=fork_devices, device_type=device.type), small_map_convolutions(model):
         torch.manual_seed(seed)
         order = torch.Generator().manual_seed(seed)
         draws = torch.Generator().manual_seed(seed + 1)  # augmentation
@@ -284,7 +285,7 @@ def evaluate(model: nn.Module, data, batch_size: int = 256, device: str | torch.
     model.eval()
     correct, seen = 0, 0
     try:
-        with torch.no_grad():
+        with torch.no_grad(), small_map_convolutions(model):
             for x, y in batches(data, batch_size, shuffle=False):
                 x, y = x.to(device), y.to(device)
                 correct += int((model(x).argmax(1) == y).sum())

@@ -23,6 +23,7 @@ from spikec.compress.config import AttentionConfig
 from spikec.compress.dnr import SparseTraining
 from spikec.compress.masks import apply_masks_
 from spikec.errors import SpikecError, UsageError
+from spikec.kernels.small_conv import small_map_convolutions
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def finetune(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine)
     history = []
     step = 0
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), small_map_convolutions(model, teacher):
         torch.manual_seed(seed)
         order = torch.Generator().manual_seed(seed)
         draws = torch.Generator().manual_seed(seed + 1)  # augmentation

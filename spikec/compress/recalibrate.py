@@ -34,8 +34,8 @@ _MAX_GAIN = 8.0
 def _channel_stats(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and std per channel (dim 1) of ``z [N, C, ...]``."""
     dims = [d for d in range(z.dim()) if d != 1]
-    var, mean = torch.var_mean(z.detach().double(), dim=dims, unbiased=False)
-    return mean, var.sqrt()
+    var, mean = torch.var_mean(z.detach(), dim=dims, unbiased=False)
+    return mean.double(), var.double().sqrt()
 
 
 @contextlib.contextmanager
@@ -170,7 +170,8 @@ class Recalibrator:
             _correct_(mod, a, mu_s, mu_t)
             gains[name] = float(a.mean())
             shape = (1, -1) + (1,) * (output.dim() - 2)
-            return (a.view(shape) * (output.double() - mu_s.view(shape)) + mu_t.view(shape)).to(output.dtype)
+            a_, mu_s_, mu_t_ = (v.to(output.dtype).view(shape) for v in (a, mu_s, mu_t))
+            return a_ * (output - mu_s_) + mu_t_
 
         self._run(student, {n: modules[n] for n in names}, hook)
         return {n: gains.get(n, 1.0) for n in names}

@@ -149,3 +149,22 @@ def test_weights_already_on_a_k_bit_grid_keep_it():
     pruned = WeightQuantizer(QuantConfig(bits=4, group="channel"), unit=torch.tensor([1.0]))
     pruned.quantize_weight(torch.cat([noisy, torch.zeros(1, 20)]))  # a pruned (all-zero) channel is on no grid
     assert not pruned._look_for_exact
+
+
+def test_batched_scale_search_equals_one_candidate_at_a_time(monkeypatch):
+    from spikec.compress import quantize
+
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(6, 40, generator=g) * torch.rand(6, 1, generator=g)
+    w[1] = torch.randint(-7, 8, (40,), generator=g).float() * 0.3  # a row on a 4-bit grid
+    w[2] = 0.0
+    scales = (w.abs().amax(1).clamp(min=1e-3) / 7) * torch.linspace(1.0, 0.25, 48).unsqueeze(1)
+    by_hand = torch.stack([((w / s.unsqueeze(1)).round().clamp(-7, 7) * s.unsqueeze(1) - w).pow(2).sum(1)
+                           for s in scales])
+    torch.testing.assert_close(quantize._rounding_errors(w, scales, 7), by_hand, rtol=0, atol=0)
+    whole = quantize._search_scale(w, scales[0], torch.full((6,), 0.9), 7)
+    monkeypatch.setattr(quantize, "_BATCH_ELEMENTS", 50)  # one candidate per batch
+    assert torch.equal(quantize._rounding_errors(w, scales, 7), by_hand)
+    chunked = quantize._search_scale(w, scales[0], torch.full((6,), 0.9), 7)
+    assert torch.equal(whole[0], chunked[0]) and whole[1:] == chunked[1:]
+    assert whole[2]  # row 1 was found on its grid
