@@ -160,7 +160,9 @@ def run(args) -> dict:
 
 def _print(report: dict, result: dict, dataset: str, out: str) -> None:
     e = report["energy_per_inference_j"]
-    print(f"twin-column PE on {dataset} ({report['samples']} samples, {report['chips']} chip(s)): "
+    budget = report.get("tile_budget")
+    tiles = f"{report['tiles']} crossbar tiles" + (f" of a {budget}-tile budget" if budget else "")
+    print(f"twin-column PE on {dataset} ({report['samples']} samples, {report['chips']} chip(s), {tiles}): "
           f"accuracy {report['accuracy']:.2%} (SNN {report['snn']['accuracy']:.2%})")
     print(f"energy per inference {e['total'] * 1e9:.3f} nJ (crossbar {e['crossbar'] * 1e9:.3f}, neuron "
           f"{e['neuron'] * 1e9:.3f}, driver {e['driver'] * 1e9:.3f}, buffer {e['buffer'] * 1e9:.3f}, "
