@@ -28,10 +28,12 @@ MAX_POSITIONS = 4  # input pixels (H * W) up to which the dense product is faste
 @lru_cache(maxsize=64)
 def _taps(h: int, w: int, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
           dilation: tuple[int, int]) -> tuple[torch.Tensor, int, int]:
-    """``S [kh*kw, Ho*Wo, H*W]`` (float32, CPU) and the output size."""
+    """``S [kh*kw, Ho*Wo, H*W]`` (float32, CPU; None where the kernel does not fit) and the output size."""
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
     ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    if ho <= 0 or wo <= 0:
+        return None, ho, wo
     s = torch.zeros(kh * kw, ho * wo, h * w)
     for a in range(kh):
         for b in range(kw):
@@ -57,6 +59,8 @@ def dense_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     n, c, h, w = x.shape
     out_ch = weight.shape[0]
     s, ho, wo = _taps(h, w, tuple(weight.shape[-2:]), tuple(stride), tuple(padding), tuple(dilation))
+    if s is None:  # the kernel does not fit the map: torch's convolution says so
+        return F.conv2d(x, weight, bias, stride, padding, dilation)
     s = s.to(device=x.device, dtype=x.dtype)
     dense = torch.einsum("oit,tqp->oqip", weight.reshape(out_ch, c, -1), s).reshape(out_ch * ho * wo, c * h * w)
     b = None if bias is None else bias.repeat_interleave(ho * wo)

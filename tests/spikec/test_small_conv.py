@@ -92,3 +92,9 @@ def test_a_weight_set_by_a_pre_hook_is_the_one_used():
     with small_map_convolutions(conv):
         out = conv(torch.randn(4, 2, 1, 1))
     torch.testing.assert_close(out, conv.bias.detach().view(1, 3, 1, 1).expand(4, 3, 1, 1))
+
+
+def test_a_kernel_larger_than_the_map_raises_torchs_error():
+    conv = nn.Conv2d(2, 2, 3)  # no padding: a 3x3 kernel cannot slide over a 1x1 map
+    with small_map_convolutions(conv), pytest.raises(RuntimeError, match="[Kk]ernel size"):
+        conv(torch.randn(1, 2, 1, 1))
