@@ -64,7 +64,7 @@ def _snap(scale: torch.Tensor, unit: torch.Tensor | None) -> tuple[torch.Tensor,
 
 
 # elements of w_rows x candidates evaluated in one batch: one that stays in cache (measured fastest
-# of 2^14..2^22 on this VM's AMD EPYC; 2^22 was 5-10x slower than 2^16 on a 128x1152 layer)
+# of 2^14..2^22 on this VM's AMD EPYC; 2^22 was 13x slower than 2^16 on a 128x1152 layer, one run)
 _BATCH_ELEMENTS = 1 << 16
 
 
