@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import datetime
 import json
 import os
@@ -75,6 +76,28 @@ def _measure(model, test, seed, hardware):
         tiles = f"n/a ({type(exc).__name__})"
     return {"accuracy": a.accuracy, "density": s.density, "compression_ratio": s.ratio, "tiles": tiles,
             "spikes": a.spikes_per_inference, "sops": a.sops_per_inference}
+
+
+def _validation_draw(train, args, coding, route):
+    """A stratified draw of ``--val-samples`` training images outside the SNN-side tuning draw of
+    ``--snn-quant-samples`` (excluded whether or not it is used, so every SNN-side schedule, post-training
+    included, is scored on the same images), to choose SNN-side schedules without looking at test images
+    (the ANN's fine-tuning saw all of them)."""
+    from spikec.data.sample import stratified_indices
+
+    labels = train[1]
+    used = torch.zeros(len(labels), dtype=torch.bool)
+    if route == "ann" and coding == "ttfs":
+        used[stratified_indices(labels, min(args.snn_quant_samples, len(labels)), args.seed + 5)] = True
+    rest = torch.nonzero(~used).flatten()
+    pick = rest[stratified_indices(labels[rest], min(args.val_samples, len(rest)), args.seed + 6)]
+    return train[0][pick], labels[pick]
+
+
+def _accuracy(model, data, seed):
+    from spikec.compress.metrics import activity
+
+    return activity(model, data, batch_size=100, seed=seed).accuracy
 
 
 def _config(args, hardware):
@@ -167,6 +190,8 @@ def run_network(path, coding, args, train, test, hardware) -> dict:
         snn_c = convert(copy.deepcopy(small))
         epochs = args.snn_quant_epochs if coding == "ttfs" else 0
         tune = stratified_tensors(train, min(args.snn_quant_samples, len(train[1])), args.seed + 5) if epochs else None
+        if args.snn_quant_lr is not None:
+            cfg = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, lr=args.snn_quant_lr))
         report = compress_converted_(snn_c, cfg, tune, snn_quant_epochs=epochs, progress=_progress)
     else:
         snn_c = copy.deepcopy(snn)
@@ -175,6 +200,12 @@ def run_network(path, coding, args, train, test, hardware) -> dict:
     row = {"network": os.path.basename(path), "coding": coding, "structure": args.structure or "weight", "route": route,
            "before": before, "after": after, "seconds": time.perf_counter() - start, "ann_seconds": ann_seconds,
            "bits": dict(report.bits) or args.bits}
+    if args.val_samples:
+        val = _validation_draw(train, args, coding, route)
+        row["validation"] = {"samples": len(val[1]), "before": _accuracy(snn, val, args.seed),
+                             "after": _accuracy(snn_c, val, args.seed)}
+        print(f"  validation ({len(val[1])} training images outside the SNN-side draw): "
+              f"{row['validation']['before']:.2%} -> {row['validation']['after']:.2%}", flush=True)
     print(f"{row['network']} {coding}: {before['accuracy']:.2%} -> {after['accuracy']:.2%}, "
           f"{after['compression_ratio']:.1f}x, tiles {before['tiles']} -> {after['tiles']} ({row['seconds']:.0f}s)",
           flush=True)
@@ -237,6 +268,11 @@ def main(argv=None) -> int:
                    help="ANN-side route, TTFS: quantization-aware epochs on the converted SNN through the analytic "
                         "simulator (its biases round to the weight step, as on the PE; default 0: post-training)")
     p.add_argument("--snn-quant-samples", type=int, default=10000, help="stratified training images of those epochs")
+    p.add_argument("--snn-quant-lr", type=float, default=None,
+                   help="relative learning rate of those epochs (default: --lr)")
+    p.add_argument("--val-samples", type=int, default=0,
+                   help="also score a stratified draw of this many training images outside the SNN-side draw "
+                        "(for choosing SNN-side schedules without test images)")
     p.add_argument("--redo", action="store_true", help="compress the ANN again even if a cached one matches")
     p.add_argument("--render", action="store_true")
     p.add_argument("--out", default=OUT, help="results JSON (default benchmarks/results/compression_cifar.json)")
