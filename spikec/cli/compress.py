@@ -295,6 +295,9 @@ def _run(args) -> dict:
                                      f", off the cell grid (rounded by the PE): {', '.join(n for n, e in grid.items() if not e)}")
         print(f"crossbar tiles ({tiles['source']}) {tiles['tiles_before']} -> {tiles['tiles_after']}: "
               f"{tiles['tiles_freed']} freed ({tiles['freed_fraction']:.0%}){exact}")
+        if config.prune is not None and config.prune.granularity == "weight" and tiles["freed_fraction"] < 0.1:
+            print("  (weight-level zeros stay on their tiles: --granularity channel or --structure tile-row/tile "
+                  "frees tiles, see --layer-density for a per-layer plan)")
     print(f"spikes per inference {before.spikes_per_inference:.0f} -> {after.spikes_per_inference:.0f}; "
           f"SOPs {before.sops_per_inference:.0f} -> {after.sops_per_inference:.0f}; "
           f"compute energy {before.snn_energy_pj / 1e6:.3f} -> {after.snn_energy_pj / 1e6:.3f} uJ "

@@ -101,3 +101,14 @@ def test_layer_density_prunes_each_named_layer_to_its_own_share(rate_ckpt, capsy
     layer_density = _json(capsys)["layer_density"]
     assert layer_density[first] == pytest.approx(0.2, abs=1e-3)
     assert layer_density[last] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_weight_pruning_that_frees_no_tiles_says_which_flags_do(rate_ckpt, capsys):
+    hint = "weight-level zeros stay on their tiles"
+    common = ["compress", rate_ckpt, "--density", "0.3", "--bits", "0", "--epochs", "0", "--quant-epochs", "0",
+              "--timesteps", "4"]
+    assert main(common) == 0
+    out = capsys.readouterr().out
+    assert "crossbar tiles" in out and "0 freed (0%)" in out and hint in out
+    assert main(common + ["--granularity", "channel"]) == 0
+    assert hint not in capsys.readouterr().out
