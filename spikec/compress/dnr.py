@@ -127,27 +127,14 @@ class DynamicRewiring:
         active = {n: self._active(n) for n in names}
         held = torch.tensor([self._weights(n, active[n]) for n in names])
         excess = int(held.sum()) - int(target)
-        removed = {n: 0 for n in names}
         if excess <= 0:
-            return removed
+            return {n: 0 for n in names}
         if scope == "layer":
             budget = groups.largest_remainder(int(target), held.double(), held)
-            drop = {}
-            for n, b, h in zip(names, budget.tolist(), held.tolist()):
-                scores = self._scores(n).masked_fill(~active[n], float("inf"))
-                order = torch.argsort(scores, stable=True)[: int(active[n].sum())]
-                drop[n] = groups.prefix_within(self.sizes[n][order], int(h) - int(b))
-        else:
-            drop = self._global_drop(names, active, excess)
-        for n in names:
-            k = max(0, min(drop[n], int(active[n].sum()) - 1))
-            if k > 0:
-                scores = self._scores(n).masked_fill(~active[n], float("inf"))
-                act = active[n].clone()
-                act[torch.argsort(scores, stable=True)[:k]] = False
-                removed[n] = self._weights(n, active[n] & ~act)
-                self._set(n, act)
-        return removed
+            return self.shrink_each(dict(zip(names, budget.tolist())))
+        drop = self._global_drop(names, active, excess)
+        return {n: self._drop_smallest(n, active[n], self._smallest_first(n, active[n]), drop[n]) if drop[n] > 0 else 0
+                for n in names}
 
     def shrink_each(self, targets: dict[str, int]) -> dict[str, int]:
         """Remove the smallest-magnitude connections of each layer until it holds ``targets[name]``
@@ -156,17 +143,25 @@ class DynamicRewiring:
         for n, target in targets.items():
             active = self._active(n)
             excess = self._weights(n, active) - int(target)
-            if excess <= 0:
-                continue
-            scores = self._scores(n).masked_fill(~active, float("inf"))
-            order = torch.argsort(scores, stable=True)[: int(active.sum())]
-            k = max(0, min(groups.prefix_within(self.sizes[n][order], excess), int(active.sum()) - 1))
-            if k > 0:
-                act = active.clone()
-                act[order[:k]] = False
-                removed[n] = self._weights(n, active & ~act)
-                self._set(n, act)
+            if excess > 0:
+                order = self._smallest_first(n, active)
+                removed[n] = self._drop_smallest(n, active, order, groups.prefix_within(self.sizes[n][order], excess))
         return removed
+
+    def _smallest_first(self, n: str, active: torch.Tensor) -> torch.Tensor:
+        """Layer ``n``'s active groups, smallest score first."""
+        scores = self._scores(n).masked_fill(~active, float("inf"))
+        return torch.argsort(scores, stable=True)[: int(active.sum())]
+
+    def _drop_smallest(self, n: str, active: torch.Tensor, order: torch.Tensor, k: int) -> int:
+        """Deactivate the first ``k`` groups of ``order`` (always keeping one); returns weights removed."""
+        k = max(0, min(int(k), int(active.sum()) - 1))
+        if k == 0:
+            return 0
+        act = active.clone()
+        act[order[:k]] = False
+        self._set(n, act)
+        return self._weights(n, active & ~act)
 
     def _global_drop(self, names, active, excess) -> dict[str, int]:
         scores, owner, size = [], [], []
