@@ -7,7 +7,8 @@ left off the chip with the rows that read them; ``--keep-silent`` adds a row per
 kept on, so the saving is measured on the same spike times. ``--same-chip`` adds a row per later
 network mapped on a chip of the first (dense) network's tiles, its spare tiles holding copies of its
 conv layers (``tile_budget``, :mod:`spikec.hardware.copies`): the latency and static energy a
-compression buys at the same area. ``--json`` writes every row with its energy per component.
+compression buys at the same area. ``--pack-rows`` adds a row per network with ``row_packing`` (each
+column tile keeps only its rows with a nonzero weight there). ``--json`` writes every row with its energy per component.
 
 For each ``max_row_copies`` cap: crossbar tiles the PE's own mapping occupies (and the layer that
 holds most of them), the SNN's accuracy and synaptic operations, and the nominal chip's accuracy,
@@ -46,6 +47,9 @@ def main() -> None:
     p.add_argument("--keep-silent", action="store_true", help="also map each network with its silent neurons on the chip")
     p.add_argument("--same-chip", action="store_true",
                    help="also map each later network on a chip of the first network's tiles (spare tiles as conv copies)")
+    p.add_argument("--pack-rows", action="store_true",
+                   help="add a row per network mapped with row_packing (each column tile keeps only its rows with a "
+                        "nonzero weight there, packed)")
     p.add_argument("--json", default=None, help="write the rows (with energy per component) here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -66,12 +70,14 @@ def main() -> None:
         snn_acc, sops = act.accuracy, act.sops_per_inference
         for cap in caps:
             cfg = dataclasses.replace(hw, max_row_copies=cap)
-            variants = [(False, None)] + ([(True, None)] if args.keep_silent else [])
+            variants = [(False, None, False)] + ([(True, None, False)] if args.keep_silent else [])
             if args.same_chip and cap in first_tiles:
-                variants.append((False, first_tiles[cap]))
-            for keep, budget in variants:
+                variants.append((False, first_tiles[cap], False))
+            if args.pack_rows:
+                variants.append((False, None, True))
+            for keep, budget, packed in variants:
                 t0 = time.perf_counter()
-                pe = PEModel.from_snn(snn, dataclasses.replace(cfg, tile_budget=budget), keep_silent=keep)
+                pe = PEModel.from_snn(snn, dataclasses.replace(cfg, tile_budget=budget, row_packing=packed), keep_silent=keep)
                 layers = {xb.layer.name: xb.tiling.tiles for xb in pe.crossbars}  # tile_count's own PE count
                 tiles = sum(layers.values())
                 big = max(layers.items(), key=lambda kv: kv[1])
@@ -80,12 +86,12 @@ def main() -> None:
                 e = {k: 1e9 * float(v) for k, v in r.energy.items()}
                 first_tiles.setdefault(cap, tiles)
                 row = {"network": path, "max_row_copies": cap, "silent": "kept on" if keep else "off chip",
-                       "tile_budget": budget, "copies": {xb.layer.name: xb.tiling.copies for xb in pe.crossbars},
+                       "tile_budget": budget, "row_packing": packed, "copies": {xb.layer.name: xb.tiling.copies for xb in pe.crossbars},
                        "neurons_on_chip": neurons, "tiles": tiles, "largest_layer": big, "snn_accuracy": snn_acc,
                        "sops": sops, "chip_accuracy": r.accuracy, "energy_nj": e, "latency_us": 1e6 * r.latency_s,
                        "samples": len(y), "seconds": time.perf_counter() - t0}
                 rows.append(row)
-                print(f"| {path} | {cap or 'none'} | {row['silent']} | {budget or 'own'} | {neurons} | {tiles} | {big[0]} ({big[1]}) "
+                print(f"| {path} | {cap or 'none'} | {row['silent']} | {budget or 'own'}{' (rows packed)' if packed else ''} | {neurons} | {tiles} | {big[0]} ({big[1]}) "
                       f"| {snn_acc:.1%} | {sops / 1e6:.2f} M | {r.accuracy:.1%} | {e['total']:.1f} "
                       f"| {e['crossbar']:.1f} / {e['neuron']:.1f} / {e['buffer']:.1f} / {e['static']:.1f} "
                       f"| {row['latency_us']:.1f} | {row['seconds']:.0f} |", flush=True)

@@ -68,6 +68,11 @@ class HardwareConfig:
                                  "issue 15: the tiles left after each layer's conv_copies are spent on further copies "
                                  "of conv layers, greedily by sequential runs saved per tile (hardware/copies.py); "
                                  "unset = no budget, every conv layer keeps conv_copies")
+    row_packing: bool = _f(False, "crossbar", "on/off",
+                           "assumption (issue 15 option): each column tile keeps only the rows whose segment there holds a nonzero "
+                           "weight, packed into its row tiles; needs a row address table per tile to route input spikes "
+                           "(row compression per crossbar column group, as in Sparse ReRAM Engine, Yang et al. ISCA 2019); "
+                           "off = tile (r, c) holds rows r*R.. and frees only when all its cells are zero")
     # timing
     clock_hz: float = _f(50e6, "timing", "Hz",
                          "B. Yan et al., RRAM-based spiking nonvolatile CIM processing engine, VLSI 2019: 50 MHz")

@@ -21,8 +21,9 @@ A layer's crossbar rows are, in order:
    chosen per row by the one neuron it reaches.
 
 Weights map to levels of the layer's :func:`~spikec.hardware.mapping.cell_grid`. Cells of tiles
-that hold only zero weights are not allocated: conductance 0 (they conduct nothing, vary
-nothing, and no driver reaches them).
+that hold only zero weights are not allocated, and a row's segment of only zero weights in a
+column tile is not driven there: conductance 0 (they conduct nothing, vary nothing, and no driver
+reaches them).
 """
 from __future__ import annotations
 
@@ -50,8 +51,8 @@ class Crossbar:
     bias_rows: int
     ramp_rows: int
     tiling: Tiling
-    allocated: torch.Tensor  # [rows, K] bool: the cell exists (its tile holds a nonzero weight)
-    row_col_tiles: torch.Tensor  # [rows] allocated column tiles each row's drive reaches
+    connected: torch.Tensor  # [rows, K] bool: the cell exists and is driven (its row segment in its column tile holds a nonzero weight)
+    row_col_tiles: torch.Tensor  # [rows] column tiles each row's drive reaches (those where its segment holds a nonzero weight)
     dup_of: torch.Tensor  # [D] input row each replayed copy row (after the ramp rows) repeats
 
     @property
@@ -152,11 +153,11 @@ def program_crossbar(layer: PELayer, config: HardwareConfig) -> Crossbar:
     g_neg = torch.cat([g_neg, ramp_neg, dup_neg])
     nonzero = torch.cat([levels != 0, torch.ones(bias_rows + ramp_rows, layer.neurons, dtype=torch.bool),
                          dup_levels != 0])
-    tiling, allocated, per_row = tile_sparse(nonzero, config, layer.positions)
+    tiling, connected, per_row = tile_sparse(nonzero, config, layer.positions)
     zero = torch.zeros((), dtype=torch.float64)
-    g_pos = torch.where(allocated, g_pos, zero)
-    g_neg = torch.where(allocated, g_neg, zero)
-    return Crossbar(layer, g_pos, g_neg, grid, bias_rows, ramp_rows, tiling, allocated, per_row, dup_of)
+    g_pos = torch.where(connected, g_pos, zero)
+    g_neg = torch.where(connected, g_neg, zero)
+    return Crossbar(layer, g_pos, g_neg, grid, bias_rows, ramp_rows, tiling, connected, per_row, dup_of)
 
 
 def make_chips(crossbar: Crossbar, config: HardwareConfig, chips: int, layer_index: int,
@@ -172,8 +173,8 @@ def make_chips(crossbar: Crossbar, config: HardwareConfig, chips: int, layer_ind
     else:
         g_pos, g_neg = vary_conductances(crossbar.g_pos, crossbar.g_neg, config, chips, layer_index, copies, sigma)
         zero = torch.zeros((), dtype=torch.float64)
-        g_pos = torch.where(crossbar.allocated, g_pos, zero)  # cells that do not exist stay 0
-        g_neg = torch.where(crossbar.allocated, g_neg, zero)
+        g_pos = torch.where(crossbar.connected, g_pos, zero)  # cells not there or not driven stay 0
+        g_neg = torch.where(crossbar.connected, g_neg, zero)
     return chip_layer(crossbar, g_pos, g_neg, config)
 
 

@@ -25,7 +25,11 @@ weight set the step of the whole layer, which rounded most weights of a CIFAR ne
 
 **Tiles.** Tile ``(r, c)`` holds rows ``r*R ..`` of column pairs ``c*C/2 ..``. A tile whose cells
 would all hold weight zero is not allocated (no cells, no leakage; its rows' drivers do not
-reach it), so pruned or grouped layers use fewer tiles.
+reach it), so pruned or grouped layers use fewer tiles. Within a tile, a row whose segment (its
+cells in that column tile) holds only zeros is not driven there (a per-tile row-enable bit): its
+cells conduct nothing and its driver is not charged. With ``row_packing`` each column tile holds
+only its rows with a nonzero segment, packed (a row address table per tile routes the input
+spikes), so rows pruned per column tile (``tile-row`` groups) free tiles too.
 """
 from __future__ import annotations
 
@@ -337,15 +341,40 @@ def occupied_tiles(nonzero: torch.Tensor, config: HardwareConfig) -> torch.Tenso
     return padded.view(rt, R, ct, C).any(3).any(1)
 
 
+def row_segments(nonzero: torch.Tensor, config: HardwareConfig) -> torch.Tensor:
+    """``[rows, col_tiles]`` bool: row ``i`` holds a nonzero cell among column tile ``c``'s neurons (its
+    segment there is driven; an all-zero segment's driver stays off)."""
+    rows, K = nonzero.shape
+    C = config.neurons_per_tile
+    ct = math.ceil(K / C)
+    padded = torch.zeros(rows, ct * C, dtype=torch.bool)
+    padded[:, :K] = nonzero
+    return padded.view(rows, ct, C).any(2)
+
+
 def tile_sparse(nonzero: torch.Tensor, config: HardwareConfig, positions: int = 1):
-    """``(Tiling, allocated [rows, K] bool, col_tiles_per_row [rows])`` leaving out tiles of zero weights."""
+    """``(Tiling, connected [rows, K] bool, col_tiles_per_row [rows])`` for the nonzero pattern ``[rows, K]``.
+
+    A row's driver reaches only the column tiles where its segment holds a nonzero cell, so
+    ``connected`` (the cell exists and is driven) is the nonzero segments; the other cells conduct
+    nothing. Tiles: with the fixed layout (tile ``(r, c)`` holds rows ``r*R ..``) the tiles holding a
+    nonzero cell; with ``config.row_packing`` each column tile keeps only its nonzero segments,
+    packed into ``ceil(n_c / R)`` row tiles.
+    """
     rows, K = nonzero.shape
     base = tile_layer(rows, K, config, positions)
-    occ = occupied_tiles(nonzero, config)
-    R, C = config.tile_rows, config.neurons_per_tile
-    allocated = occ.repeat_interleave(R, 0)[:rows].repeat_interleave(C, 1)[:, :K]
-    per_row = occ.sum(1).to(torch.float64).repeat_interleave(R)[:rows]
-    cells = int(2 * config.cells_per_weight * allocated.sum()) * base.copies
+    C = config.neurons_per_tile
+    seg = row_segments(nonzero, config)
+    connected = seg.repeat_interleave(C, 1)[:, :K]
+    per_row = seg.sum(1).to(torch.float64)
+    if config.row_packing:  # cells only where a segment is kept
+        occupied = int(sum(math.ceil(int(n) / config.tile_rows) for n in seg.sum(0)))
+        present = int(connected.sum())
+    else:  # every cell of a tile holding a nonzero cell
+        occ = occupied_tiles(nonzero, config)
+        occupied = int(occ.sum())
+        present = int(occ.repeat_interleave(config.tile_rows, 0)[:rows].repeat_interleave(C, 1)[:, :K].sum())
+    cells = 2 * config.cells_per_weight * present * base.copies
     tiling = Tiling(base.rows, base.neurons, base.row_tiles, base.col_tiles, base.copies, base.positions,
-                    int(occ.sum()), cells)
-    return tiling, allocated, per_row
+                    occupied, cells)
+    return tiling, connected, per_row

@@ -47,6 +47,9 @@ def add_parser(subparsers, parents):
     p.add_argument("--hardware", default=None, metavar="PRESET|TOML",
                    help="the PE to compress for: tile size of --structure and of the tile report, and its cell levels "
                         "(refuses --bits with more levels than a cell holds); default: twin-column tiles, no cell check")
+    p.add_argument("--pack-rows", action="store_true",
+                   help="count tiles as 'spikec energy --pack-rows' maps them: each column tile keeps only its rows "
+                        "with a nonzero weight there, so --structure tile-row frees tiles")
     p.add_argument("--noise-sigma", type=float, default=None,
                    help="variation-aware fine-tuning: sampled log-normal conductance variation of this sigma (default 0)")
     p.add_argument("--noise-chips", type=int, default=None, help="cycle over this many seeded training chips (default 0: a new chip every step)")
@@ -263,6 +266,8 @@ def _run(args) -> dict:
     before = activity(model, test_data, seed=seed)
     size_before = model_size(model)
     hardware = hardware_config(args.hardware) or _twin_column()
+    if args.pack_rows:
+        hardware = hardware.replace(row_packing=True)
     tiles_before = _tiles(model, hardware)
     print(f"{args.checkpoint} ({ckpt['kind']}) on {name}: accuracy {before.accuracy:.2%}, "
           f"{before.spikes_per_inference:.0f} spikes and {before.sops_per_inference:.0f} SOPs per inference")
@@ -296,8 +301,8 @@ def _run(args) -> dict:
         print(f"crossbar tiles ({tiles['source']}) {tiles['tiles_before']} -> {tiles['tiles_after']}: "
               f"{tiles['tiles_freed']} freed ({tiles['freed_fraction']:.0%}){exact}")
         if config.prune is not None and config.prune.granularity == "weight" and tiles["freed_fraction"] < 0.1:
-            print("  (weight-level zeros stay on their tiles: --granularity channel or --structure tile-row/tile "
-                  "frees tiles, see --layer-density for a per-layer plan)")
+            print("  (weight-level zeros stay on their tiles: --granularity channel, --structure tile, or "
+                  "--structure tile-row with --pack-rows frees tiles; see --layer-density for a per-layer plan)")
     print(f"spikes per inference {before.spikes_per_inference:.0f} -> {after.spikes_per_inference:.0f}; "
           f"SOPs {before.sops_per_inference:.0f} -> {after.sops_per_inference:.0f}; "
           f"compute energy {before.snn_energy_pj / 1e6:.3f} -> {after.snn_energy_pj / 1e6:.3f} uJ "

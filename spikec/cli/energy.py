@@ -31,6 +31,9 @@ def add_parser(subparsers, parents):
                    help="tiles on the chip: those the network leaves spare hold more copies of its conv layers, "
                         "cutting latency (e.g. the dense network's tile count, to run a compressed one on the same "
                         "area; default: the preset's, none)")
+    p.add_argument("--pack-rows", action="store_true",
+                   help="each column tile keeps only its rows with a nonzero weight there, packed (a row address "
+                        "table per tile): rows pruned per column tile (compress --structure tile-row) free tiles")
     p.add_argument("--chips", type=int, default=10, help="Monte-Carlo chips per variation setting (default 10)")
     p.add_argument("--sigmas", default="0,0.1,0.2,0.3", metavar="S[,S...]",
                    help="sigmas of the variation sweep (default 0,0.1,0.2,0.3)")
@@ -125,6 +128,8 @@ def run(args) -> dict:
             config = config.replace(late_bias=args.late_bias)
         except ValueError as exc:
             raise UsageError(f"--late-bias {args.late_bias}: {str(exc).removeprefix('hardware config: ')}") from None
+    if args.pack_rows:
+        config = config.replace(row_packing=True)
     if args.tile_budget is not None:
         if args.tile_budget < 1:
             raise UsageError(f"--tile-budget must be >= 1, got {args.tile_budget}")

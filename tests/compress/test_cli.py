@@ -112,3 +112,19 @@ def test_weight_pruning_that_frees_no_tiles_says_which_flags_do(rate_ckpt, capsy
     assert "crossbar tiles" in out and "0 freed (0%)" in out and hint in out
     assert main(common + ["--granularity", "channel"]) == 0
     assert hint not in capsys.readouterr().out
+
+
+def test_tile_row_pruning_frees_tiles_when_rows_are_packed(rate_ckpt, tmp_path, capsys):
+    """Rows pruned per column tile leave the fixed layout's tiles occupied (any kept row in a tile holds it);
+    packed, each column tile keeps about the density's share of its rows, so most tiles go."""
+    hw = tmp_path / "small_tiles.toml"
+    hw.write_text("[crossbar]\ntile_rows = 8\ntile_cols = 12\n")  # 8 rows x 2 neurons (3 cells per weight)
+    common = ["compress", rate_ckpt, "--density", "0.3", "--bits", "0", "--epochs", "0", "--quant-epochs", "0",
+              "--timesteps", "4", "--structure", "tile-row", "--hardware", str(hw), "--json"]
+    assert main(common) == 0
+    fixed = _json(capsys)["tiles"]
+    assert main(common + ["--pack-rows"]) == 0
+    packed = _json(capsys)["tiles"]
+    assert fixed["tiles_before"] == packed["tiles_before"] == 9 * 12 + 4 * 5  # fc1: 64 rows + bias, 24 neurons; fc2: 24 + bias, 10
+    assert packed["freed_fraction"] > 0.5
+    assert packed["freed_fraction"] > fixed["freed_fraction"] + 0.3

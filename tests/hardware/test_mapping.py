@@ -219,3 +219,61 @@ def test_an_exact_column_refines_only_down_to_the_row_budget():
     assert xb.ramp_rows == 4
     chip = make_chips(xb, cfg, 1, 0)
     assert torch.allclose(chip.weight[0, 0, :, 0], w[0], rtol=0, atol=1e-12)  # column 0 maps exactly
+
+
+def _segment_layer():
+    """8 input rows x 4 neurons on 4-row x 2-pair tiles (two column tiles of 2 neurons).
+
+    Row segments (a row's weights in one column tile) with a nonzero weight: column tile 0 holds rows
+    0, 1, 4, 7; column tile 1 rows 2, 3, 5, 6, 7. Every one of the 4 weight tiles holds some weight, so
+    the fixed layout allocates them all, but rows 2, 3 (5, 6) hold only zeros in column tile 0 (1).
+    """
+    w = torch.zeros(4, 8, dtype=torch.float64)
+    w[0:2, [0, 1, 4, 7]] = torch.tensor([[1.0, -0.5, 0.25, 0.75], [0.5, 0.0, -1.0, 0.25]], dtype=torch.float64)
+    w[2:4, [2, 3, 5, 6, 7]] = torch.tensor([[0.5, 1.0, -0.25, 0.0, 0.5], [-1.0, 0.25, 0.75, 0.5, -0.5]], dtype=torch.float64)
+    return PELayer("fc", "linear", w, None, (8,), (4,), None, False, 1.0)
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_all_zero_row_segments_are_not_driven_and_packing_frees_their_tiles_by_hand(packing):
+    cfg = HardwareConfig(cell_levels=5, tile_rows=4, tile_cols=4, window_bits=3, cells_per_weight=1, row_packing=packing)
+    xb = program_crossbar(_segment_layer(), cfg)
+    assert xb.ramp_rows == 1
+    segments = {0: [0, 1, 4, 7, 8], 1: [2, 3, 5, 6, 7, 8]}  # row 8: the ramp row, in both
+    # fixed: tiles (0,0), (0,1), (1,0), (1,1) and the ramp row's two; packed: column tile 0 holds 5 rows
+    # (2 row tiles of 4), column tile 1 holds 6 (2 row tiles)
+    assert xb.tiling.tiles == (4 if packing else 6)
+    expected = torch.zeros(9, 4, dtype=torch.bool)
+    for c, rows in segments.items():
+        expected[rows, 2 * c:2 * c + 2] = True
+    assert torch.equal(xb.connected, expected)
+    assert xb.row_col_tiles.tolist() == [1.0] * 7 + [2.0, 2.0]
+    assert bool((xb.g_pos[~expected] == 0).all()) and bool((xb.g_neg[~expected] == 0).all())
+    # a zero weight of a driven segment (row 1, neuron 1) keeps its two G_off cells
+    assert float(xb.g_pos[1, 1]) == pytest.approx(cfg.g_off, rel=1e-12) and float(xb.g_neg[1, 1]) == pytest.approx(cfg.g_off, rel=1e-12)
+    present = 5 * 2 + 6 * 2 if packing else 9 * 4  # packed: the kept segments; fixed: every cell of the 6 tiles
+    assert xb.tiling.cells == 2 * present
+    varied = make_chips(xb, cfg.replace(sigma=0.3), 2, 0)
+    assert bool((varied.g_pos[..., ~expected] == 0).all()) and bool((varied.g_neg[..., ~expected] == 0).all())
+
+    chip = make_chips(xb, cfg, 1, 0)
+    steps_in = torch.tensor([[[0.0, 2.0, INF, 5.0, 1.0, INF, 7.0, 3.0]]])
+    run = run_layer(chip, steps_in, cfg, RunOptions(power_gating=True, tta=False))
+    e = {k: float(v[0, 0]) for k, v in run.energy.items()}
+    S = 8
+    g = xb.g_pos + xb.g_neg
+    t = steps_in[0, 0]
+    m = run.steps[0, 0]
+    crossbar = 0.0
+    for c, rows in segments.items():
+        for k in (2 * c, 2 * c + 1):
+            end = min(S + float(m[k]) + 1, 2 * S)  # powered until it fires (power gating)
+            for i in rows:
+                start = S if i == 8 else float(t[i])  # the ramp row is on from the own window's opening
+                if math.isfinite(start):
+                    stop = end if i == 8 else min(S, end)  # input rows are switched off when the input window closes
+                    crossbar += float(g[i, k]) * max(stop - start, 0.0)
+    assert e["crossbar"] == pytest.approx(cfg.v_read ** 2 / cfg.clock_hz * crossbar, rel=1e-12, abs=0)
+    drives = sum(1 for i in range(8) if math.isfinite(t[i]) and i != 7) + 2 + 2  # row 7 reaches two column tiles, the ramp row too
+    assert e["driver"] == pytest.approx(cfg.driver_energy_j * drives, rel=1e-12, abs=0)
+    assert e["static"] == pytest.approx((xb.tiling.tiles * cfg.tile_leakage_w + cfg.control_power_w) * e["latency_s"], rel=1e-12, abs=0)

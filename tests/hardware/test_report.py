@@ -125,3 +125,31 @@ def test_cli_errors(mlp_snn, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "--tile-budget must be >= 1" in err[0]
     assert "tile budget 1 (--tile-budget, tile_budget) is smaller than" in err[1]
+
+
+def test_cli_energy_packs_rows_pruned_per_column_tile(mlp_snn, tmp_path, capsys):
+    """A TTFS MLP pruned in tile-row groups: packed, its tiles fall and so do leakage and energy; the spikes,
+    hence the accuracy, are the same (packing moves cells, not weights)."""
+    import copy
+
+    from spikec.compress import PruneConfig, prune_
+    from spikec.compress.masks import remove_mask_
+    from spikec.compress.layers import synaptic_layers
+
+    hw = tmp_path / "small_tiles.toml"
+    hw.write_text("[crossbar]\ntile_rows = 16\ntile_cols = 24\n")  # 16 rows x 4 neurons
+    snn = copy.deepcopy(mlp_snn)
+    prune_(snn, PruneConfig(density=0.3, granularity="tile-row", tile_rows=16, tile_cols=24, cells_per_weight=3))
+    for m in synaptic_layers(snn).values():
+        remove_mask_(m)
+    path = tmp_path / "pruned.pt"
+    save_checkpoint(path, ttfs_checkpoint(snn))
+    common = ["energy", str(path), "--config", str(hw), "--chips", "1", "--sigmas", "0", "--samples", "30",
+              "--calib", "64", "--rate-timesteps", "8", "--no-iso-accuracy", "--no-progress", "--json"]
+    runs = {}
+    for packed in (False, True):
+        assert main(common + ["--out", str(tmp_path / f"r{packed}")] + (["--pack-rows"] if packed else [])) == 0
+        runs[packed] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert runs[True]["tiles"] < 0.8 * runs[False]["tiles"]  # 57 against 80 (ramp rows stay in every column tile)
+    assert runs[True]["accuracy"] == runs[False]["accuracy"]
+    assert runs[True]["energy_per_inference_j"] < runs[False]["energy_per_inference_j"]
