@@ -146,10 +146,14 @@ def test_cli_energy_packs_rows_pruned_per_column_tile(mlp_snn, tmp_path, capsys)
     save_checkpoint(path, ttfs_checkpoint(snn))
     common = ["energy", str(path), "--config", str(hw), "--chips", "1", "--sigmas", "0", "--samples", "30",
               "--calib", "64", "--rate-timesteps", "8", "--no-iso-accuracy", "--no-progress", "--json"]
-    runs = {}
+    runs, hints = {}, {}
     for packed in (False, True):
         assert main(common + ["--out", str(tmp_path / f"r{packed}")] + (["--pack-rows"] if packed else [])) == 0
-        runs[packed] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        out = capsys.readouterr().out.strip().splitlines()
+        runs[packed] = json.loads(out[-1])
+        hints[packed] = [line for line in out if "with --pack-rows" in line]
+    assert hints[False] == [f"  with --pack-rows (a row address table per tile) the same network takes {runs[True]['tiles']} tiles"]
+    assert hints[True] == []
     assert runs[True]["tiles"] < 0.8 * runs[False]["tiles"]  # 57 against 80 (ramp rows stay in every column tile)
     assert runs[True]["accuracy"] == runs[False]["accuracy"]
     assert runs[True]["energy_per_inference_j"] < runs[False]["energy_per_inference_j"]
