@@ -100,7 +100,7 @@ def layer_energy(
     wake = wake_steps(t_in, stop) if config.wakeup_on_input else torch.zeros_like(stop)
 
     crossbar = config.v_read**2 * dt * _conduction(g_sum, t_in, end, row_end)
-    col = torch.as_tensor(col_tiles, dtype=torch.float64)  # a number, or per row (allocated tiles it reaches)
+    col = torch.as_tensor(col_tiles, dtype=torch.float64)  # a number, or per row (column tiles where its segment holds a nonzero weight)
     driver = config.driver_energy_j * (driven.to(torch.float64) * col).sum((-2, -1))
     reads = driven[..., :buffered].sum((-2, -1)).to(torch.float64)
     return neuron_terms_and_total(config, crossbar, driver, reads, end, wake, fired, stop, fire_start, gating,
