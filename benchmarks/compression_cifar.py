@@ -263,6 +263,9 @@ def main(argv=None) -> int:
     p.add_argument("--timesteps", type=int, default=64)
     p.add_argument("--time-bits", type=int, default=6)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--pack-rows", action="store_true",
+                   help="count tiles with the PE's row_packing (each column tile keeps only its rows with a nonzero "
+                        "weight there), as spikec energy --pack-rows maps them")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--snn-quant-epochs", type=int, default=0,
                    help="ANN-side route, TTFS: quantization-aware epochs on the converted SNN through the analytic "
@@ -287,7 +290,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     train, test = _data(args)
-    hardware = preset("twin-column")
+    hardware = preset("twin-column").replace(row_packing=args.pack_rows)
     rows = []
     os.makedirs(RESULTS, exist_ok=True)
     settings = {k: v for k, v in vars(args).items() if k not in ("checkpoints", "render", "out")}
