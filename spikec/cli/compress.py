@@ -249,6 +249,7 @@ def _run(args) -> dict:
     from spikec.compress.config import to_dict
     from spikec.compress.metrics import activity
     from spikec.compress.size import model_size
+    from spikec.compress.tiles import packed_tiles_hint
 
     _check(args)
     config = build_config(args)
@@ -303,6 +304,10 @@ def _run(args) -> dict:
         if config.prune is not None and config.prune.granularity == "weight" and tiles["freed_fraction"] < 0.1:
             print("  (weight-level zeros stay on their tiles: --granularity channel, --structure tile, or "
                   "--structure tile-row with --pack-rows frees tiles; see --layer-density for a per-layer plan)")
+        if config.prune is not None:
+            hint = packed_tiles_hint(model, hardware, tiles["tiles_after"])
+            if hint:
+                print(hint)
     print(f"spikes per inference {before.spikes_per_inference:.0f} -> {after.spikes_per_inference:.0f}; "
           f"SOPs {before.sops_per_inference:.0f} -> {after.sops_per_inference:.0f}; "
           f"compute energy {before.snn_energy_pj / 1e6:.3f} -> {after.snn_energy_pj / 1e6:.3f} uJ "

@@ -96,6 +96,7 @@ def run(args) -> dict:
     from spikec.data import load_dataset
     from spikec.data.sample import stratified_tensors
     from spikec.hardware.config import load_config, preset
+    from spikec.compress.tiles import packed_tiles_hint
     from spikec.hardware.report import write_report
     from spikec.hardware.study import energy_study, summary
 
@@ -160,22 +161,11 @@ def run(args) -> dict:
     write_report(study, args.out)
     result = summary(study.report, args.out)
     _print(study.report, result, info.name, args.out)
-    if not config.row_packing and config.tile_budget is None:
-        _packing_hint(snn, config, study.report["tiles"])
+    if config.tile_budget is None:  # a budget's copies are not in the packed count
+        hint = packed_tiles_hint(snn, config, study.report["tiles"])
+        if hint:
+            print(hint)
     return result
-
-
-def _packing_hint(snn, config, tiles: int) -> None:
-    """Say so when packing rows would free a tenth of the tiles or more (rows pruned per column tile)."""
-    from spikec.compress.tiles import tile_count
-    from spikec.errors import SpikecError
-
-    try:
-        packed = tile_count(snn, config.replace(row_packing=True)).occupied
-    except (SpikecError, ValueError, RuntimeError):
-        return
-    if packed <= 0.9 * tiles:
-        print(f"  with --pack-rows (a row address table per tile) the same network takes {packed} tiles")
 
 
 def _print(report: dict, result: dict, dataset: str, out: str) -> None:

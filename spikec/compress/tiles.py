@@ -99,6 +99,22 @@ def tile_count(model: nn.Module, config) -> TileCount:
     return _weight_count(model, config)
 
 
+def packed_tiles_hint(model: nn.Module, config, tiles: int) -> str | None:
+    """A line saying how many tiles ``model`` would take with ``row_packing``, when ``config`` does not pack
+    and packing would leave at most 90% of ``tiles`` (rows pruned per column tile); None otherwise."""
+    from spikec.errors import SpikecError
+
+    if config.row_packing:
+        return None
+    try:
+        packed = tile_count(model, config.replace(row_packing=True)).occupied
+    except (SpikecError, ValueError, RuntimeError):  # a network the layout cannot count says nothing
+        return None
+    if packed > 0.9 * tiles:
+        return None
+    return f"  with --pack-rows (a row address table per tile) the same network takes {packed} tiles"
+
+
 def tiles_freed(before: TileCount, after: TileCount) -> dict:
     """What a compression freed: tiles of the network before minus after, overall and per layer."""
     return {"tiles_before": before.occupied, "tiles_after": after.occupied,

@@ -122,9 +122,13 @@ def test_tile_row_pruning_frees_tiles_when_rows_are_packed(rate_ckpt, tmp_path, 
     common = ["compress", rate_ckpt, "--density", "0.3", "--bits", "0", "--epochs", "0", "--quant-epochs", "0",
               "--timesteps", "4", "--structure", "tile-row", "--hardware", str(hw), "--json"]
     assert main(common) == 0
-    fixed = _json(capsys)["tiles"]
+    out = capsys.readouterr().out
+    fixed = json.loads(out.strip().splitlines()[-1])["tiles"]
     assert main(common + ["--pack-rows"]) == 0
-    packed = _json(capsys)["tiles"]
+    out_packed = capsys.readouterr().out
+    packed = json.loads(out_packed.strip().splitlines()[-1])["tiles"]
+    assert f"with --pack-rows (a row address table per tile) the same network takes {packed['tiles_after']} tiles" in out
+    assert "with --pack-rows" not in out_packed
     assert fixed["tiles_before"] == packed["tiles_before"] == 9 * 12 + 4 * 5  # fc1: 64 rows + bias, 24 neurons; fc2: 24 + bias, 10
     assert packed["freed_fraction"] > 0.5
     assert packed["freed_fraction"] > fixed["freed_fraction"] + 0.3
