@@ -75,6 +75,8 @@ def main() -> None:
                 variants.append((False, first_tiles[cap], False))
             if args.pack_rows:
                 variants.append((False, None, True))
+                if args.same_chip and cap in first_tiles:
+                    variants.append((False, first_tiles[cap], True))
             for keep, budget, packed in variants:
                 t0 = time.perf_counter()
                 pe = PEModel.from_snn(snn, dataclasses.replace(cfg, tile_budget=budget, row_packing=packed), keep_silent=keep)
