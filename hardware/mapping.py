@@ -333,12 +333,7 @@ def tile_layer(rows: int, neurons: int, config: HardwareConfig, positions: int =
 
 def occupied_tiles(nonzero: torch.Tensor, config: HardwareConfig) -> torch.Tensor:
     """``[row_tiles, col_tiles]`` bool: which tiles hold a nonzero cell, from ``nonzero [rows, K]``."""
-    rows, K = nonzero.shape
-    R, C = config.tile_rows, config.neurons_per_tile
-    rt, ct = math.ceil(rows / R), math.ceil(K / C)
-    padded = torch.zeros(rt * R, ct * C, dtype=torch.bool)
-    padded[:rows, :K] = nonzero
-    return padded.view(rt, R, ct, C).any(3).any(1)
+    return _any_per_row_tile(row_segments(nonzero, config), config.tile_rows)
 
 
 def row_segments(nonzero: torch.Tensor, config: HardwareConfig) -> torch.Tensor:
@@ -352,6 +347,20 @@ def row_segments(nonzero: torch.Tensor, config: HardwareConfig) -> torch.Tensor:
     return padded.view(rows, ct, C).any(2)
 
 
+def _any_per_row_tile(seg: torch.Tensor, R: int) -> torch.Tensor:
+    """``[row_tiles, col_tiles]``: some row of the row tile has its segment set."""
+    rows, ct = seg.shape
+    rt = math.ceil(rows / R)
+    padded = torch.zeros(rt * R, ct, dtype=torch.bool)
+    padded[:rows] = seg
+    return padded.view(rt, R, ct).any(1)
+
+
+def _block_sizes(n: int, block: int) -> torch.Tensor:
+    """Sizes of the blocks of ``block`` that cover ``n`` (the last may be short)."""
+    return (n - torch.arange(0, n, block)).clamp(max=block)
+
+
 def tile_sparse(nonzero: torch.Tensor, config: HardwareConfig, positions: int = 1):
     """``(Tiling, connected [rows, K] bool, col_tiles_per_row [rows])`` for the nonzero pattern ``[rows, K]``.
 
@@ -363,17 +372,19 @@ def tile_sparse(nonzero: torch.Tensor, config: HardwareConfig, positions: int = 
     """
     rows, K = nonzero.shape
     base = tile_layer(rows, K, config, positions)
-    C = config.neurons_per_tile
+    R, C = config.tile_rows, config.neurons_per_tile
     seg = row_segments(nonzero, config)
     connected = seg.repeat_interleave(C, 1)[:, :K]
     per_row = seg.sum(1).to(torch.float64)
+    neurons = _block_sizes(K, C)  # per column tile
     if config.row_packing:  # cells only where a segment is kept
-        occupied = int(sum(math.ceil(int(n) / config.tile_rows) for n in seg.sum(0)))
-        present = int(connected.sum())
+        kept = seg.sum(0)
+        occupied = int(((kept + R - 1) // R).sum())
+        present = int((kept * neurons).sum())
     else:  # every cell of a tile holding a nonzero cell
-        occ = occupied_tiles(nonzero, config)
+        occ = _any_per_row_tile(seg, R)
         occupied = int(occ.sum())
-        present = int(occ.repeat_interleave(config.tile_rows, 0)[:rows].repeat_interleave(C, 1)[:, :K].sum())
+        present = int((occ * _block_sizes(rows, R).unsqueeze(1) * neurons.unsqueeze(0)).sum())
     cells = 2 * config.cells_per_weight * present * base.copies
     tiling = Tiling(base.rows, base.neurons, base.row_tiles, base.col_tiles, base.copies, base.positions,
                     occupied, cells)
