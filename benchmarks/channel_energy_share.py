@@ -10,6 +10,12 @@ of the PE's energy per inference and of the SNN's synaptic operations (SOPs) eac
 the network's own chip and on the dense network's tile count (``tile_budget``: spare tiles hold
 conv copies, :mod:`spikec.hardware.copies`). Issue 15 asks for the energy to fall by at least the
 SOPs' share.
+
+``--compressed PATH`` applies the plans to a compressed checkpoint of the same network instead (its
+zeros stay) and still measures against the dense ``ann``; ``--pack-rows`` maps with ``row_packing``:
+
+    python benchmarks/channel_energy_share.py runs/cifar10/vgg16_relu.pt \
+        --compressed runs/cifar10/vgg16_relu_compressed_0020e19221.pt --pack-rows --plans 0 "0.25x2,0" "0.5x2,0"
 """
 from __future__ import annotations
 
@@ -64,43 +70,51 @@ def main() -> None:
     p.add_argument("--dataset", default="../shared/data/cifar10")
     p.add_argument("--samples", type=int, default=200)
     p.add_argument("--max-row-copies", type=int, default=32)
+    p.add_argument("--compressed", default=None, help="apply the plans to this compressed checkpoint of the same network")
+    p.add_argument("--pack-rows", action="store_true", help="map with row_packing (spikec energy --pack-rows)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     x, y, xc = draws(args.dataset, args.samples)
-    hw = dataclasses.replace(preset("twin-column"), max_row_copies=args.max_row_copies)
+    hw = dataclasses.replace(preset("twin-column"), max_row_copies=args.max_row_copies, row_packing=args.pack_rows)
 
-    def measure(plan: list[float], budget: int | None) -> dict:
-        ann = load_model(args.ann)[0].eval()
+    def measure(plan: list[float], budget: int | None, path: str | None = None) -> dict:
+        ann = load_model(path or args.ann)[0].eval()
         remove_channels_(ann, plan)
         snn = convert_ttfs(ann, xc, time_bits=6).eval()
-        sops = activity(snn, (x, y), batch_size=100, seed=0).sops_per_inference
+        a = activity(snn, (x, y), batch_size=100, seed=0)
         cfg = dataclasses.replace(hw, tile_budget=budget)
         pe = PEModel.from_snn(snn, cfg)
         r = pe.evaluate(pe.nominal(), x, y, RunOptions.from_config(cfg))
-        return {"tiles": sum(xb.tiling.tiles for xb in pe.crossbars), "sops": sops,
-                "energy_nj": 1e9 * float(r.energy["total"]), "latency_us": 1e6 * r.latency_s}
+        return {"tiles": sum(xb.tiling.tiles for xb in pe.crossbars), "sops": a.sops_per_inference, "snn_accuracy": a.accuracy,
+                "energy_nj": 1e9 * float(r.energy["total"]), "latency_us": 1e6 * r.latency_s,
+                "components_nj": {k: 1e9 * float(r.energy[k]) for k in ("crossbar", "driver", "neuron", "buffer", "static")}}
 
     t0 = time.perf_counter()
     dense = measure([0.0], None)
     rows = [{"plan": "dense", "chip": "own", **dense}]
-    print("| channels removed per conv | chip | tiles used | SOPs share removed | energy share removed | latency (us) |")
-    print("|---|---|---|---|---|---|")
-    print(f"| none | own | {dense['tiles']} | - | - | {dense['latency_us']:.0f} |")
+    # the energy no synapse-level pruning can remove: neurons, buffer and static power of the network measured
+    print("| channels removed per conv | chip | tiles used | SNN (no retraining) | SOPs share removed | energy share removed "
+          "| at most, were every synapse gone | latency (us) |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| none{' (dense)' if args.compressed else ''} | own | {dense['tiles']} | {dense['snn_accuracy']:.1%} | - | - | - "
+          f"| {dense['latency_us']:.0f} |")
     for text in args.plans:
         for budget in (None, dense["tiles"]):
-            m = measure(parse_plan(text), budget)
+            m = measure(parse_plan(text), budget, args.compressed)
             row = {"plan": text, "chip": "own" if budget is None else f"{budget} tiles", **m,
                    "sops_removed": 1 - m["sops"] / dense["sops"], "energy_removed": 1 - m["energy_nj"] / dense["energy_nj"]}
+            floor = sum(m["components_nj"][k] for k in ("neuron", "buffer", "static"))
+            row["removable_at_most"] = 1 - floor / dense["energy_nj"]
             rows.append(row)
-            print(f"| {text} | {row['chip']} | {m['tiles']} | {row['sops_removed']:.1%} | {row['energy_removed']:.1%} "
-                  f"| {m['latency_us']:.0f} |", flush=True)
+            print(f"| {text} | {row['chip']} | {m['tiles']} | {m['snn_accuracy']:.1%} | {row['sops_removed']:.1%} "
+                  f"| {row['energy_removed']:.1%} | {row['removable_at_most']:.1%} | {m['latency_us']:.0f} |", flush=True)
     print(f"({time.perf_counter() - t0:.0f} s)")
     if args.json:
         tmp = args.json + ".tmp"
         with open(tmp, "w") as f:
-            json.dump({"command": "python benchmarks/channel_energy_share.py " + " ".join(sys.argv[1:]),
+            json.dump({"command": "python benchmarks/channel_energy_share.py " + " ".join(sys.argv[1:]), "compressed": args.compressed,
                        "samples": args.samples, "rows": rows}, f, indent=1)
         os.replace(tmp, args.json)
 
