@@ -17,7 +17,8 @@ For each ANN checkpoint given (``spikec train`` output, e.g. ``/work/cache/cifar
 
 On the ANN-side route the compressed ANN is cached beside its checkpoint
 (``<stem>_compressed_<settings hash>.pt``), so every coding and every rerun reuses one compression
-(``--redo`` compresses again).
+(``--redo`` compresses again). While it runs, its whole state is written to that name plus ``.state``
+after every epoch; the same command run again after an interruption continues from the last epoch.
 
 Each row: accuracy before/after on a stratified test subset, non-zero density, compression ratio
 (dense 32-bit weights and biases over compressed bits, index overhead included), crossbar tiles
@@ -152,10 +153,15 @@ def compressed_ann(path, args, train, hardware):
     ann, _ = load_model(path)
     cfg = _config(args, hardware)
     start = time.perf_counter()
-    report = compress_(ann, cfg, train, progress=_progress)
+    state = cache + ".state"  # written after every epoch: an interrupted run continues where it stopped
+    resume = os.path.exists(state) and not args.redo
+    if resume:
+        print(f"resuming the compression from {state}", flush=True)
+    report = compress_(ann, cfg, train, progress=_progress, state_file=state, resume=resume)
     ann.eval()
     seconds = time.perf_counter() - start
     save_checkpoint(cache, compressed_checkpoint(load_checkpoint(path), ann, compression_record(ann, cfg)))
+    os.unlink(state)
     print(f"compressed the ANN in {seconds:.0f} s; cached as {cache}", flush=True)
     return ann, report, seconds
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 
 from spikec.cli import user_model_args
+from spikec.cli.train import state_path
 from spikec.errors import SpikecError, UsageError
 
 
@@ -66,6 +68,9 @@ def add_parser(subparsers, parents):
     p.add_argument("--distill", type=float, default=None, metavar="W",
                    help="weight in [0, 1] of knowledge distillation from the uncompressed network's scores (default 0)")
     p.add_argument("--temperature", type=float, default=None, help="distillation temperature (default 4)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its last complete epoch (state saved next to --out as "
+                        "OUT.state after every epoch)")
     p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs of the pruning phase (default 10)")
     p.add_argument("--quant-epochs", type=int, default=None, help="quantization-aware epochs (default half of --epochs)")
     p.add_argument("--lr", type=float, default=None, help="relative learning rate (default 1e-2 of each tensor's RMS)")
@@ -222,6 +227,11 @@ def _check(args) -> None:
         raise UsageError(f"--lr must be positive, got {args.lr}")
     if args.beta is not None and args.beta < 0:
         raise UsageError(f"--beta must be >= 0, got {args.beta}")
+    if args.resume and not args.out:
+        raise UsageError("--resume needs --out: the resumable state is kept next to it (OUT.state)")
+    if args.resume and not os.path.exists(state_path(args.out)):
+        raise UsageError(f"--resume: no compression state {state_path(args.out)} to continue "
+                         "(it is written after every epoch)")
 
 
 # Fine-tuning small SNNs: one thread is as fast as two on an idle 2-core machine and does not
@@ -277,7 +287,13 @@ def _run(args) -> dict:
         print(f"  {phase} epoch {r.epoch}: loss {r.loss:.4f} (attention {r.attention_loss:.4f}), "
               f"train accuracy {r.train_accuracy:.2%}, {r.seconds:.1f}s", flush=True)
 
-    report = compress_(model, config, train_data, progress=progress)
+    state_file = state_path(args.out) if args.out else None
+    try:
+        report = compress_(model, config, train_data, progress=progress, state_file=state_file, resume=args.resume)
+    except SpikecError as exc:
+        if args.resume and str(exc).startswith("cannot resume"):
+            raise UsageError(str(exc)) from exc
+        raise
     model.eval()
     after = activity(model, test_data, seed=seed)
     size = report.size
@@ -290,6 +306,8 @@ def _run(args) -> dict:
     out_path = None
     if args.out:
         out_path = save_checkpoint(args.out, compressed_checkpoint(ckpt, model, record))
+        if os.path.exists(state_file):
+            os.unlink(state_file)  # the run is complete: its checkpoint replaces the resumable state
     print(f"accuracy {before.accuracy:.2%} -> {after.accuracy:.2%}")
     widths = sorted(set(report.bits.values()))
     bit_text = f"{bits}-bit" if len(widths) <= 1 else "/".join(str(w) for w in report.bits.values()) + "-bit"

@@ -170,7 +170,7 @@ def channel_statistics(x) -> list:
 
 
 def state_path(out: str) -> str:
-    """Where ``spikec train --out OUT`` keeps its resumable training state."""
+    """Where ``spikec train --out OUT`` (and ``spikec compress``) keep their resumable state."""
     return f"{out}.state"
 
 

@@ -25,13 +25,15 @@ from torch import nn
 from spikec.compress.attention import default_attention_layers
 from spikec.compress.config import CompressConfig
 from spikec.compress.dnr import RewireStep, SparseTraining
-from spikec.compress.finetune import FinetuneEpoch, augmentation, finetune
+from spikec.compress.finetune import FinetuneEpoch, augmentation, finetune, num_samples
 from spikec.compress.layers import following_norms, forward_module, select_layers, synaptic_layers
 from spikec.compress.masks import mask_density, masks, masks_from_weights
 from spikec.compress.prune import apply_prune_masks_, prune_, pruned_layers
 from spikec.compress.quantize import choose_bits, freeze_, prepare_qat_
 from spikec.compress.recalibrate import Recalibrator
 from spikec.compress.regularize import GroupSparsity, Lipschitz
+from spikec.compress.resume import CompressState
+from spikec.compress.resume import signature as state_signature
 from spikec.compress.size import SizeReport, model_size
 from spikec.compress.variation import (
     ChipSteps, ConductanceVariation, ThresholdJitter, attach_variation_, detach_variation_,
@@ -54,7 +56,7 @@ class CompressReport:
 
 
 def compress_(model: nn.Module, config: CompressConfig, train_data=None, teacher: nn.Module | None = None,
-              progress=None) -> CompressReport:
+              progress=None, state_file: str | None = None, resume: bool = False) -> CompressReport:
     """Compress ``model`` (an ANN or an SNN) in place; returns a :class:`CompressReport`.
 
     ``train_data`` (inputs, labels) is needed when ``config.finetune.epochs > 0`` or for
@@ -64,6 +66,10 @@ def compress_(model: nn.Module, config: CompressConfig, train_data=None, teacher
     afterwards). ``teacher`` defaults to a
     frozen copy of ``model`` as it is now. ``progress(phase, epoch_result)`` is called after every
     fine-tuning epoch. The model is left in the train/eval mode it came in.
+
+    ``state_file``: the whole fine-tuning state is written there after every epoch
+    (:mod:`spikec.compress.resume`); with ``resume=True`` a run given the same model, config and data
+    continues from the last complete epoch recorded in it and ends as an uninterrupted run would.
     """
     ft = config.finetune
     was_training = model.training
@@ -77,6 +83,10 @@ def compress_(model: nn.Module, config: CompressConfig, train_data=None, teacher
         raise UsageError("bits \"auto\" needs training data for its sensitivity search")
     if (prune_epochs or quant_epochs or robust_epochs) and train_data is None:
         raise UsageError("fine-tuning needs training data (or set epochs to 0)")
+    state = None
+    if state_file is not None:
+        samples = num_samples(train_data) if train_data is not None else 0
+        state = CompressState(state_file, state_signature(model, config, samples), resume)
     report = CompressReport()
     attention = config.attention
     use_attention = attention is not None and attention.beta > 0 and bool(prune_epochs or quant_epochs)
@@ -93,6 +103,8 @@ def compress_(model: nn.Module, config: CompressConfig, train_data=None, teacher
     augment = augmentation(ft.augment, train_data) if train_data is not None and (prune_epochs or quant_epochs or robust_epochs) else None
 
     def tune(phase, epochs, seed, sparsity=None, group_penalty=None):
+        if state is not None and state.finished(phase):  # done before the run was interrupted
+            return [FinetuneEpoch(**h) for h in state.phase_history(phase)]
         cb = (lambda r: progress(phase, r)) if progress is not None else None
         with _robustly(model, robust) as (variation, lipschitz):
             penalties = [p for p in (group_penalty, lipschitz) if p is not None]
@@ -103,7 +115,7 @@ def compress_(model: nn.Module, config: CompressConfig, train_data=None, teacher
                             attention=attention if use_attention else None, attention_layers=report.attention_layers,
                             sparsity=sparsity, progress=cb, penalty=penalty, variation=variation,
                             augment=augment, distill=ft.distill if use_distill else 0.0,
-                            temperature=ft.temperature)
+                            temperature=ft.temperature, state=state, phase=phase)
 
     if config.prune is None and (quant_epochs or robust_epochs):
         _keep_zeros_(model)
@@ -132,15 +144,27 @@ def compress_(model: nn.Module, config: CompressConfig, train_data=None, teacher
                     group_penalty = GroupSparsity(layers, prune.regularizer, prune.strength, prune.granularity,
                                                   prune.tile)
                 report.history += tune("prune", prune_epochs, ft.seed, sparsity, group_penalty)
-                sparsity.finish()
+                if state is not None and state.finished("prune"):  # the masks come back with the next phase's state
+                    sparsity.load_state({"momenta": {}, "history": state.extra["rewiring"]})
+                else:
+                    sparsity.finish()
+                    if state is not None:
+                        state.extra["rewiring"] = sparsity.state()["history"]
                 report.rewiring = sparsity.history
             _record_masks(report, model)
         if config.quant is not None:
             quant = config.quant
             if quant.mode == "int" and quant.bits == "auto":
-                quant = dataclasses.replace(quant, bits=choose_bits(model, quant, train_data, ft.seed))
+                chosen = state.extra.get("bits") if state is not None else None
+                if chosen is None:
+                    chosen = choose_bits(model, quant, train_data, ft.seed)
+                    if state is not None:
+                        state.extra["bits"] = list(chosen)
+                quant = dataclasses.replace(quant, bits=tuple(int(b) for b in chosen))
             prepare_qat_(model, quant)
             report.history += tune("quant", quant_epochs, ft.seed + 1)
+            if state is not None and state.finished("prune") and config.prune is not None:
+                _record_masks(report, model)  # recorded above from the model before its state was restored
             report.quant = freeze_(model)
             report.bits = {n: q["bits"] for n, q in report.quant.items()}
         if robust_epochs:

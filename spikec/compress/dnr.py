@@ -21,7 +21,7 @@ group size (tile groups at the layout's edges are smaller).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -287,6 +287,16 @@ class SparseTraining:
         step = RewireStep(progress, rate, shrunk, pruned, regrown, self.rewiring.densities())
         self.history.append(step)
         return step
+
+    def state(self) -> dict:
+        """What a resumed run needs beyond the masks (which are the model's buffers)."""
+        return {"momenta": {n: m.clone() for n, m in self.rewiring.momenta.items()},
+                "history": [asdict(h) for h in self.history]}
+
+    def load_state(self, state: dict) -> None:
+        for n, m in state["momenta"].items():
+            self.rewiring.momenta[n].copy_(m)
+        self.history = [RewireStep(**h) for h in state["history"]]
 
     def finish(self) -> None:
         """Shrink to the final density (if the schedule did not get there)."""

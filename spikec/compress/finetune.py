@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +55,8 @@ def finetune(
     augment=None,
     distill: float = 0.0,
     temperature: float = 4.0,
+    state=None,
+    phase: str = "prune",
 ) -> list[FinetuneEpoch]:
     """Train ``model`` in place for ``epochs`` (cosine learning rate); returns per-epoch statistics.
 
@@ -71,6 +73,9 @@ def finetune(
     ``(1 - distill) * CE + distill * temperature^2 * KL(teacher || student)`` at ``temperature``
     (:func:`distillation_loss`); a pruned network then learns the teacher's ranking of the wrong
     classes too, not only the label.
+
+    ``state`` (a :class:`~spikec.compress.resume.CompressState`) is written after every epoch as
+    ``phase``; when it holds a run stopped in ``phase``, training continues after its last epoch.
 
     ``relative_lr``: each parameter tensor's learning rate is ``lr`` times its root-mean-square
     value at the start, so that every layer moves by the same fraction. Converted SNNs carry
@@ -91,18 +96,22 @@ def finetune(
     if use_attention or use_distill:
         teacher.eval()
     opt = _optimizer(model, optimizer, lr, relative_lr)
-    n = _num_samples(train_data)
+    n = num_samples(train_data)
     steps_per_epoch = max(1, math.ceil(n / batch_size))
     total_steps = steps_per_epoch * epochs
     cosine = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))  # noqa: E731
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine)
     history = []
-    step = 0
     with torch.random.fork_rng(devices=[]), small_map_convolutions(model, teacher):
         torch.manual_seed(seed)
         order = torch.Generator().manual_seed(seed)
         draws = torch.Generator().manual_seed(seed + 1)  # augmentation
-        for epoch in range(1, epochs + 1):
+        generators = {"order": order, "draws": draws}
+        done = state.restore(phase, model, opt, sched, generators, sparsity) if state is not None else 0
+        if done:
+            history = [FinetuneEpoch(**h) for h in state.phase_history(phase) if h["epoch"] <= done]
+        step = done * steps_per_epoch
+        for epoch in range(done + 1, epochs + 1):
             start = time.perf_counter()
             model.train()
             tot, tot_at, correct, seen = 0.0, 0.0, 0, 0
@@ -113,11 +122,11 @@ def finetune(
                     x = augment(x, draws)
                 at = torch.zeros(())
                 if use_attention or use_distill:
-                    state = torch.get_rng_state()
+                    rng = torch.get_rng_state()
                     layers, source = (attention_layers, attention.source) if use_attention else ([], "rate")
                     with torch.no_grad(), tap(teacher, layers, source) as t_feats:
                         t_scores = teacher(x)
-                    torch.set_rng_state(state)
+                    torch.set_rng_state(rng)
                     with tap(model, layers, source) as s_feats:
                         scores = model(x)
                     if use_attention:
@@ -149,6 +158,8 @@ def finetune(
                 raise SpikecError(f"fine-tuning diverged in epoch {epoch}; try a lower learning rate")
             result = FinetuneEpoch(epoch, tot / seen, tot_at / seen, correct / seen, time.perf_counter() - start)
             history.append(result)
+            if state is not None:
+                state.save(phase, epoch, asdict(result), model, opt, sched, generators, sparsity)
             if progress is not None:
                 progress(result)
     return history
@@ -190,7 +201,8 @@ def input_shape(data):
     return tuple(torch.as_tensor(x).shape)
 
 
-def _num_samples(data) -> int:
+def num_samples(data) -> int:
+    """Samples in ``data`` (inputs, labels), a dataset or a loader (1 when it has no length)."""
     if isinstance(data, (tuple, list)) and len(data) == 2:
         return len(data[1])
     try:

@@ -132,3 +132,40 @@ def test_tile_row_pruning_frees_tiles_when_rows_are_packed(rate_ckpt, tmp_path, 
     assert fixed["tiles_before"] == packed["tiles_before"] == 9 * 12 + 4 * 5  # fc1: 64 rows + bias, 24 neurons; fc2: 24 + bias, 10
     assert packed["freed_fraction"] > 0.5
     assert packed["freed_fraction"] > fixed["freed_fraction"] + 0.3
+
+
+def test_an_interrupted_compression_resumes_to_the_same_checkpoint(rate_ckpt, tmp_path, capsys, monkeypatch):
+    from spikec.compress.resume import CompressState
+
+    flags = ["--density", "0.3", "--bits", "4", "--epochs", "2", "--quant-epochs", "1", "--timesteps", "4", "--json"]
+    whole = str(tmp_path / "whole.pt")
+    assert main(["compress", rate_ckpt, *flags, "--out", whole]) == 0
+    assert not (tmp_path / "whole.pt.state").exists()  # a finished run leaves no state behind
+    capsys.readouterr()
+
+    cut = str(tmp_path / "cut.pt")
+    assert main(["compress", rate_ckpt, "--resume", *flags]) == 2
+    assert "--resume needs --out" in capsys.readouterr().err
+    assert main(["compress", rate_ckpt, "--resume", *flags, "--out", cut]) == 2
+    assert "no compression state" in capsys.readouterr().err
+
+    save = CompressState.save
+
+    def save_then_stop(self, phase, epoch, *args, **kwargs):
+        save(self, phase, epoch, *args, **kwargs)
+        if (phase, epoch) == ("prune", 1):
+            raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(CompressState, "save", save_then_stop)
+    assert main(["compress", rate_ckpt, *flags, "--out", cut]) == 1
+    monkeypatch.setattr(CompressState, "save", save)
+    assert (tmp_path / "cut.pt.state").exists() and not (tmp_path / "cut.pt").exists()
+    capsys.readouterr()
+    assert main(["compress", rate_ckpt, "--density", "0.5", *flags[2:], "--out", cut, "--resume"]) == 2
+    assert "written by a different run (differs in: config)" in capsys.readouterr().err
+    assert main(["compress", rate_ckpt, *flags, "--out", cut, "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "prune epoch 1" not in out and "prune epoch 2" in out
+    assert not (tmp_path / "cut.pt.state").exists()
+    a, b = load_model(whole)[0].state_dict(), load_model(cut)[0].state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
