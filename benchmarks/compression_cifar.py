@@ -161,7 +161,8 @@ def compressed_ann(path, args, train, hardware):
     ann.eval()
     seconds = time.perf_counter() - start
     save_checkpoint(cache, compressed_checkpoint(load_checkpoint(path), ann, compression_record(ann, cfg)))
-    os.unlink(state)
+    if os.path.exists(state):  # none without fine-tuning epochs
+        os.unlink(state)
     print(f"compressed the ANN in {seconds:.0f} s; cached as {cache}", flush=True)
     return ann, report, seconds
 

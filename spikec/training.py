@@ -233,32 +233,22 @@ def _length(data) -> int:
 
 
 def _save_state(path, signature, epoch, history, model, opt, sched, order, draws, device) -> None:
-    from spikec.io.atomic import atomic_path
+    from spikec.io.run_state import save_run_state, schedule_state
 
     state = {
         "format": "spikec-train-state", "version": STATE_VERSION, "signature": signature, "epoch": epoch,
         "history": [asdict(r) for r in history], "model": model.state_dict(), "optimizer": opt.state_dict(),
-        "schedule": sched.state_dict() if sched is not None else None,
+        "schedule": schedule_state(sched) if sched is not None else None,
         "rng": {"torch": torch.get_rng_state(), "order": order.get_state(), "draws": draws.get_state(),
                 "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
     }
-    if isinstance(sched, torch.optim.lr_scheduler.LambdaLR) and state["schedule"] is not None:
-        state["schedule"].pop("lr_lambdas", None)  # a closure, rebuilt from the settings
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_run_state(path, state)
 
 
 def _restore(path, signature, model, opt, sched, order, draws, device):
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unreadable, truncated, or a pickle that needs code
-        raise SpikecError(f"cannot resume from {path}: not a readable spikec training state ({type(exc).__name__})") from exc
-    if not isinstance(state, dict) or state.get("format") != "spikec-train-state":
-        raise SpikecError(f"cannot resume from {path}: not a spikec training state")
-    theirs = state.get("signature", {})
-    differ = sorted(k for k in set(signature) | set(theirs) if signature.get(k) != theirs.get(k))
-    if differ:
-        raise SpikecError(f"cannot resume from {path}: it was written by a different run (differs in: {', '.join(differ)})")
+    from spikec.io.run_state import load_run_state
+
+    state = load_run_state(path, "spikec-train-state", signature, "training")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     if sched is not None and state.get("schedule") is not None:

@@ -19,6 +19,7 @@ from torch import nn
 
 from spikec.compress.masks import QUANTIZER
 from spikec.errors import SpikecError
+from spikec.io.run_state import load_run_state, save_run_state, schedule_state
 
 FORMAT = "spikec-compress-state"
 VERSION = 1
@@ -30,7 +31,7 @@ def model_digest(model: nn.Module) -> str:
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -45,7 +46,7 @@ class CompressState:
     def __init__(self, path: str | os.PathLike, signature: dict, resume: bool = False):
         self.path = str(path)
         self.signature = signature
-        self.saved = _load(self.path, signature) if resume and os.path.exists(self.path) else None
+        self.saved = load_run_state(self.path, FORMAT, signature, "compression") if resume and os.path.exists(self.path) else None
         self.history: list[dict] = list(self.saved["history"]) if self.saved else []
         self.extra: dict = dict(self.saved.get("extra", {})) if self.saved else {}
 
@@ -68,8 +69,9 @@ class CompressState:
             return 0
         s = self.saved
         load_tensors_(model, s["tensors"])
+        modules = dict(model.named_modules())
         for name, flags in s["quantizers"].items():
-            q = dict(model.named_modules())[name].__dict__.get(QUANTIZER)
+            q = modules[name].__dict__.get(QUANTIZER)
             if q is None:
                 raise SpikecError(f"cannot resume from {self.path}: layer {name!r} is not being quantized")
             q._look_for_exact = bool(flags["look_for_exact"])
@@ -89,12 +91,8 @@ class CompressState:
     def save(self, phase: str, epoch: int, result: dict, model: nn.Module, opt, sched, generators: dict,
              sparsity=None) -> None:
         """Write the state after ``epoch`` of ``phase`` (atomically: the file is whole or the old one)."""
-        from spikec.io.atomic import atomic_path
-
         self.history = [h for h in self.history if not (h["phase"] == phase and h["epoch"] >= epoch)]
         self.history.append({"phase": phase, **result})
-        schedule = sched.state_dict()
-        schedule.pop("lr_lambdas", None)  # a closure, rebuilt from the settings
         quantizers = {}
         for name, m in model.named_modules():
             q = m.__dict__.get(QUANTIZER)
@@ -103,12 +101,11 @@ class CompressState:
         state = {
             "format": FORMAT, "version": VERSION, "signature": self.signature, "phase": phase, "epoch": int(epoch),
             "history": self.history, "extra": self.extra, "tensors": model_tensors(model),
-            "quantizers": quantizers, "optimizer": opt.state_dict(), "schedule": schedule,
+            "quantizers": quantizers, "optimizer": opt.state_dict(), "schedule": schedule_state(sched),
             "rng": {"torch": torch.get_rng_state(), **{k: g.get_state() for k, g in generators.items()}},
             "sparsity": sparsity.state() if sparsity is not None else None,
         }
-        with atomic_path(self.path) as tmp:
-            torch.save(state, tmp)
+        save_run_state(self.path, state)
 
 
 def model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -133,20 +130,6 @@ def load_tensors_(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
                 raise SpikecError(f"the saved compression state does not fit this model ({name}: "
                                   f"{tuple(t.shape)} against {tuple(target.shape)})")
             target.copy_(t)
-
-
-def _load(path: str, signature: dict) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unreadable, truncated, or a pickle that needs code
-        raise SpikecError(f"cannot resume from {path}: not a readable compression state ({type(exc).__name__})") from exc
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise SpikecError(f"cannot resume from {path}: not a spikec compression state")
-    theirs = state.get("signature", {})
-    differ = sorted(k for k in set(signature) | set(theirs) if signature.get(k) != theirs.get(k))
-    if differ:
-        raise SpikecError(f"cannot resume from {path}: it was written by a different run (differs in: {', '.join(differ)})")
-    return state
 
 
 def signature(model: nn.Module, config, samples: int) -> dict:

@@ -91,7 +91,7 @@ def test_resume_refuses_a_state_of_another_run(tmp_path):
         compress_(_model(seed=1), _config(), data, state_file=path, resume=True)
     with open(path, "wb") as f:
         f.write(b"not a state")
-    with pytest.raises(SpikecError, match="not a readable compression state"):
+    with pytest.raises(SpikecError, match="run.state: not a readable spikec compression state"):
         compress_(_model(), _config(), data, state_file=path, resume=True)
 
 
