@@ -10,7 +10,7 @@ crossbar, driver and buffer terms of the input rows are sums over source neurons
     sum_{p,i} G_{p,i} max(S - t_{src(p,i)}, 0) = sum_j max(S - t_j, 0) W_j,
     W_j = sum_{(p,i): src(p,i) = j} G_{p,i}     (G_{p,i} = sum_k G+ + G- of row i on p's copy)
 
-and likewise ``D_j`` (column tiles driven) and ``R_j`` (buffer reads) per source neuron, computed
+and likewise ``D_j`` (column tiles driven) and ``R_j`` (buffer reads, of rows that reach a tile) per source neuron, computed
 once per chip set. Replayed copy rows read their original row's source; bias rows conduct from
 a fixed step; ramp rows from ``S`` until each neuron ends (a ``[P, K]`` sum). The neuron terms
 (opamp, comparator, spike, wake-up) are ``layer_energy``'s own. ``tests/hardware/test_source_energy.py``
@@ -55,9 +55,9 @@ def source_weights(chip) -> dict:
     W = torch.zeros(C, n_src + 1, dtype=torch.float64).index_add_(1, safe, g_buf.reshape(C, -1))[:, :n_src]
     col = xb.row_col_tiles.to(torch.float64)[rows].expand(P, -1).reshape(-1)
     D = torch.zeros(n_src + 1, dtype=torch.float64).index_add_(0, safe, col)[:n_src]
+    read = ((torch.arange(src.shape[1]) < N) & (xb.row_col_tiles[rows] > 0)).expand(P, -1).reshape(-1)  # rows that reach a tile
     reads = torch.zeros(n_src + 1, dtype=torch.float64).index_add_(
-        0, safe[(torch.arange(src.shape[1]) < N).expand(P, -1).reshape(-1)], torch.ones(P * N, dtype=torch.float64)
-    )[:n_src] if N else torch.zeros(n_src, dtype=torch.float64)
+        0, safe[read], torch.ones(int(read.sum()), dtype=torch.float64))[:n_src]
     out = {
         "W": W, "D": D, "R": reads,
         "bias_g": g_row[:, :, N:N + nb].sum(-1)[:, of_copy].sum(-1),  # [C]: all positions' bias rows

@@ -75,6 +75,21 @@ def test_row_end_and_fire_start():
     assert float(e["spikes_in"]) == 1 and float(e["driver"]) == pytest.approx(2 * 10e-15, rel=1e-9, abs=0)
 
 
+def test_a_row_with_only_zero_weights_is_neither_driven_nor_read():
+    # row 1 holds no weight in any column tile (col_tiles 0): its spike is not read, its driver not charged,
+    # and its zero-conductance cells conduct nothing; row 0 reaches two column tiles
+    g = torch.tensor([[1e-6], [0.0]], dtype=torch.float64)
+    t_in = torch.tensor([[[1.0, 2.0]]])
+    e = layer_energy(g, g, t_in, torch.tensor([[[6.0]]]), torch.tensor([[8.0]]), CFG, col_tiles=torch.tensor([2.0, 0.0]))
+    assert float(e["spikes_in"]) == 1
+    assert float(e["buffer"]) == pytest.approx(3 * 0.5e-12 * (1 + 1), rel=1e-12, abs=0)
+    assert float(e["driver"]) == pytest.approx(2 * 10e-15, rel=1e-12, abs=0)
+    assert float(e["crossbar"]) == pytest.approx(V2 * DT * 2e-6 * 5, rel=1e-9, abs=0)
+    dense = layer_energy(g + 1e-6, g + 1e-6, t_in, torch.tensor([[[6.0]]]), torch.tensor([[8.0]]), CFG,
+                         col_tiles=torch.tensor([2.0, 1.0]))
+    assert float(dense["spikes_in"]) == 2  # the same row with a weight is read
+
+
 def test_chips_batch_and_copies():
     g = torch.tensor([[1e-6]], dtype=torch.float64)
     per_chip = torch.stack([g, 2 * g]).unsqueeze(1)  # [2 chips, 1 copy, 1 row, 1 neuron]

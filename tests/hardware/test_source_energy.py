@@ -13,7 +13,7 @@ KEYS = ("crossbar", "neuron", "driver", "buffer", "static", "total", "opamp", "c
 
 
 def _compare_every_layer(monkeypatch, snn, x, config, options, chips):
-    calls = []
+    calls, reads = [], {}
 
     def both(chip, steps_in, m, stop, cfg, power_gating):
         fast = source_layer_energy(chip, steps_in, m, stop, cfg, power_gating)
@@ -21,6 +21,7 @@ def _compare_every_layer(monkeypatch, snn, x, config, options, chips):
         for k in KEYS:
             assert torch.allclose(fast[k], ref[k], rtol=1e-10, atol=0), (chip.crossbar.layer.name, k)
         calls.append(float(ref["total"].sum()))
+        reads[chip.crossbar.layer.name] = float(ref["spikes_in"].sum())
         return fast
 
     monkeypatch.setattr(timing, "source_layer_energy", both)
@@ -28,6 +29,7 @@ def _compare_every_layer(monkeypatch, snn, x, config, options, chips):
     chip_set = model.chips(chips) if chips > 1 else model.nominal()
     run_program(model.program, chip_set, x, config, options, with_energy=True)
     assert len(calls) == len(model.crossbars) and all(c > 0 for c in calls)
+    return reads
 
 
 @pytest.mark.parametrize("gating, tta, wakeup, late_bias", [
@@ -46,6 +48,28 @@ def test_lenet_with_position_copies(monkeypatch, lenet_snn, digits):
     config = HardwareConfig(tile_rows=32, tile_cols=32, conv_copies=4, sigma=0.2)
     x = digits[1].tensors[0][:6].double()
     _compare_every_layer(monkeypatch, lenet_snn, x, config, timing.RunOptions(), chips=2)
+
+
+def test_rows_that_round_to_zero_cost_what_pruned_rows_cost(monkeypatch, lenet_snn, digits):
+    """Extraction drops rows whose weights are all zero; rows whose weights only round to level 0 on
+    the cell grid stay, but reach no tile: neither accounting reads their spikes, as if pruned."""
+    import copy
+
+    def with_rows(scale):
+        snn = copy.deepcopy(lenet_snn)
+        conv = [m for m in snn.modules() if getattr(m, "weight", None) is not None and m.weight.dim() == 4][1]
+        with torch.no_grad():
+            conv.weight[:, ::2, 0, :] = scale * conv.weight.abs().max()  # first kernel row of every other input channel
+        return snn
+
+    config = HardwareConfig(tile_rows=32, tile_cols=32, sigma=0.0)  # with variation the extra rows shift the cells' draws
+    x = digits[1].tensors[0][:6].double()
+    dense = _compare_every_layer(monkeypatch, lenet_snn, x, config, timing.RunOptions(), chips=2)
+    pruned = _compare_every_layer(monkeypatch, with_rows(0.0), x, config, timing.RunOptions(), chips=2)
+    rounded = _compare_every_layer(monkeypatch, with_rows(1e-6), x, config, timing.RunOptions(), chips=2)
+    second = list(dense)[1]
+    assert 0 < pruned[second] < dense[second]
+    assert rounded == pruned
 
 
 def test_conv_charge_equals_the_unrolled_product(small_resnet, lenet_snn):
