@@ -177,6 +177,15 @@ class WeightQuantizer:
     def per_channel(self) -> bool:
         return self.config.group == "channel"
 
+    def state(self) -> dict:
+        """What a resumed fine-tuning needs beyond the weights: the search flag and a BinaryConnect scale."""
+        return {"look_for_exact": bool(self._look_for_exact), "fixed_scale": self.fixed_scale}
+
+    def load_state(self, state: dict) -> None:
+        self._look_for_exact = bool(state["look_for_exact"])
+        if state.get("fixed_scale") is not None:
+            self.fixed_scale = state["fixed_scale"]
+
     def scale(self, w: torch.Tensor) -> torch.Tensor:
         """One scale per group (``[groups]``), from the detached weight."""
         w = channel_view(w.detach(), self.per_channel)

@@ -74,9 +74,7 @@ class CompressState:
             q = modules[name].__dict__.get(QUANTIZER)
             if q is None:
                 raise SpikecError(f"cannot resume from {self.path}: layer {name!r} is not being quantized")
-            q._look_for_exact = bool(flags["look_for_exact"])
-            if flags.get("fixed_scale") is not None:
-                q.fixed_scale = flags["fixed_scale"]
+            q.load_state(flags)
         opt.load_state_dict(s["optimizer"])
         state = sched.state_dict()
         state.update(s["schedule"])
@@ -97,7 +95,7 @@ class CompressState:
         for name, m in model.named_modules():
             q = m.__dict__.get(QUANTIZER)
             if q is not None:
-                quantizers[name] = {"look_for_exact": bool(q._look_for_exact), "fixed_scale": q.fixed_scale}
+                quantizers[name] = q.state()
         state = {
             "format": FORMAT, "version": VERSION, "signature": self.signature, "phase": phase, "epoch": int(epoch),
             "history": self.history, "extra": self.extra, "tensors": model_tensors(model),
