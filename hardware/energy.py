@@ -75,8 +75,9 @@ def layer_energy(
       wake-up (each neuron is woken once per position), else 0
     - driver = ``E_drv * sum_{(p, i) driven} col_tiles_i``
     - buffer = ``bits * E_bit * (#buffered input spikes read + #output spikes written)``; a spike is read
-      only for rows that reach a column tile (``col_tiles_i > 0``): a row whose weights are all zero
-      is enabled in no tile, so nothing asks for its spike
+      only for rows that reach a column tile (``col_tiles_i > 0``): a row whose cells all hold level 0
+      (its weights round to zero; all-zero rows are dropped at extraction) is enabled in no tile, so
+      nothing asks for its spike
     - static = ``(tiles * P_leak + P_ctrl) * latency``; latency = ``dt * sum over runs of the
       longest stop among the positions the run holds`` (``copies`` positions per run)
     """
@@ -104,7 +105,7 @@ def layer_energy(
     crossbar = config.v_read**2 * dt * _conduction(g_sum, t_in, end, row_end)
     col = torch.as_tensor(col_tiles, dtype=torch.float64)  # a number, or per row (column tiles where its segment holds a nonzero weight)
     driver = config.driver_energy_j * (driven.to(torch.float64) * col).sum((-2, -1))
-    reaches = (col > 0).expand(rows)[:buffered]  # a row whose segments are all zero is neither driven nor read
+    reaches = (col > 0).expand(rows)[:buffered]  # a row on level 0 in every tile is neither driven nor read
     reads = (driven[..., :buffered] & reaches).sum((-2, -1)).to(torch.float64)
     return neuron_terms_and_total(config, crossbar, driver, reads, end, wake, fired, stop, fire_start, gating,
                                   config.wakeup_on_input, _canonical_g(g_sum, t_in).shape[1], tiles)
