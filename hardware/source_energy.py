@@ -53,9 +53,9 @@ def source_weights(chip) -> dict:
     g_buf = g_row[:, :, rows][:, of_copy]  # [C, P, R]: rows first, so nothing [C, P, all rows] is built
     safe = torch.where(src < 0, torch.full_like(src, n_src), src).reshape(-1)
     W = torch.zeros(C, n_src + 1, dtype=torch.float64).index_add_(1, safe, g_buf.reshape(C, -1))[:, :n_src]
-    col = xb.row_col_tiles.to(torch.float64)[rows].expand(P, -1).reshape(-1)
-    D = torch.zeros(n_src + 1, dtype=torch.float64).index_add_(0, safe, col)[:n_src]
-    read = ((torch.arange(src.shape[1]) < N) & (xb.row_col_tiles[rows] > 0)).expand(P, -1).reshape(-1)  # rows that reach a tile
+    reach = xb.row_col_tiles.to(torch.float64)[rows]  # column tiles each buffered row drives
+    D = torch.zeros(n_src + 1, dtype=torch.float64).index_add_(0, safe, reach.expand(P, -1).reshape(-1))[:n_src]
+    read = ((torch.arange(src.shape[1]) < N) & (reach > 0)).expand(P, -1).reshape(-1)  # input rows that reach a tile
     reads = torch.zeros(n_src + 1, dtype=torch.float64).index_add_(
         0, safe[read], torch.ones(int(read.sum()), dtype=torch.float64))[:n_src]
     out = {

@@ -288,12 +288,7 @@ def _run(args) -> dict:
               f"train accuracy {r.train_accuracy:.2%}, {r.seconds:.1f}s", flush=True)
 
     state_file = state_path(args.out) if args.out else None
-    try:
-        report = compress_(model, config, train_data, progress=progress, state_file=state_file, resume=args.resume)
-    except SpikecError as exc:
-        if args.resume and str(exc).startswith("cannot resume"):
-            raise UsageError(str(exc)) from exc
-        raise
+    report = compress_(model, config, train_data, progress=progress, state_file=state_file, resume=args.resume)
     model.eval()
     after = activity(model, test_data, seed=seed)
     size = report.size

@@ -125,20 +125,15 @@ def _train_and_save(args):
                   f"({r.seconds:.0f} s)", flush=True)
 
     start = time.perf_counter()
-    try:
-        history = train(
-            model, train_data, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, optimizer=args.optimizer,
-            weight_decay=args.weight_decay, test_data=test_data, seed=args.seed, progress=sys.stderr.isatty(),
-            device=args.device, momentum=args.momentum, nesterov=args.nesterov, schedule=args.schedule,
-            warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, augment=augment,
-            state_file=state_file, resume=args.resume, on_epoch=report,
-            channels_last=args.channels_last if args.channels_last is not None else _is_image(info.input_shape),
-            precision=args.precision,
-        )
-    except SpikecError as exc:
-        if args.resume and str(exc).startswith("cannot resume"):
-            raise UsageError(str(exc)) from exc
-        raise
+    history = train(
+        model, train_data, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, optimizer=args.optimizer,
+        weight_decay=args.weight_decay, test_data=test_data, seed=args.seed, progress=sys.stderr.isatty(),
+        device=args.device, momentum=args.momentum, nesterov=args.nesterov, schedule=args.schedule,
+        warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, augment=augment,
+        state_file=state_file, resume=args.resume, on_epoch=report,
+        channels_last=args.channels_last if args.channels_last is not None else _is_image(info.input_shape),
+        precision=args.precision,
+    )
     seconds = time.perf_counter() - start
     last = history[-1]
     train_seconds = sum(r.seconds for r in history)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from spikec.compress.masks import QUANTIZER
-from spikec.errors import SpikecError
+from spikec.errors import SpikecError, UsageError
 from spikec.io.run_state import load_run_state, save_run_state, schedule_state
 
 FORMAT = "spikec-compress-state"
@@ -73,7 +73,7 @@ class CompressState:
         for name, flags in s["quantizers"].items():
             q = modules[name].__dict__.get(QUANTIZER)
             if q is None:
-                raise SpikecError(f"cannot resume from {self.path}: layer {name!r} is not being quantized")
+                raise UsageError(f"cannot resume from {self.path}: layer {name!r} is not being quantized")
             q.load_state(flags)
         opt.load_state_dict(s["optimizer"])
         state = sched.state_dict()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from spikec.errors import SpikecError
+from spikec.errors import UsageError
 
 
 def save_run_state(path: str, state: dict) -> None:
@@ -24,15 +24,16 @@ def schedule_state(sched) -> dict:
 
 def load_run_state(path: str, fmt: str, signature: dict, what: str) -> dict:
     """The state in ``path`` if it is a readable ``fmt`` file written with ``signature``; else a
-    one-line :class:`SpikecError` naming the file (``what``: "training", "compression")."""
+    one-line :class:`UsageError` naming the file (``what``: "training", "compression"): resuming was
+    asked for with a state that cannot continue this run."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unreadable, truncated, or a pickle that needs code
-        raise SpikecError(f"cannot resume from {path}: not a readable spikec {what} state ({type(exc).__name__})") from exc
+        raise UsageError(f"cannot resume from {path}: not a readable spikec {what} state ({type(exc).__name__})") from exc
     if not isinstance(state, dict) or state.get("format") != fmt:
-        raise SpikecError(f"cannot resume from {path}: not a spikec {what} state")
+        raise UsageError(f"cannot resume from {path}: not a spikec {what} state")
     theirs = state.get("signature", {})
     differ = sorted(k for k in set(signature) | set(theirs) if signature.get(k) != theirs.get(k))
     if differ:
-        raise SpikecError(f"cannot resume from {path}: it was written by a different run (differs in: {', '.join(differ)})")
+        raise UsageError(f"cannot resume from {path}: it was written by a different run (differs in: {', '.join(differ)})")
     return state

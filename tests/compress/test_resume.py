@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from spikec.compress import AttentionConfig, CompressConfig, FinetuneConfig, PruneConfig, QuantConfig, compress_
-from spikec.errors import SpikecError
+from spikec.errors import UsageError
 
 
 class _Stop(Exception):
@@ -85,13 +85,13 @@ def test_resume_refuses_a_state_of_another_run(tmp_path):
     other = _config()
     other = CompressConfig(prune=PruneConfig(density=0.2, interval=2), quant=other.quant, attention=None,
                            finetune=other.finetune)
-    with pytest.raises(SpikecError, match="different run.*config"):
+    with pytest.raises(UsageError, match="different run.*config"):
         compress_(_model(), other, data, state_file=path, resume=True)
-    with pytest.raises(SpikecError, match="different run.*model"):
+    with pytest.raises(UsageError, match="different run.*model"):
         compress_(_model(seed=1), _config(), data, state_file=path, resume=True)
     with open(path, "wb") as f:
         f.write(b"not a state")
-    with pytest.raises(SpikecError, match="run.state: not a readable spikec compression state"):
+    with pytest.raises(UsageError, match="run.state: not a readable spikec compression state"):
         compress_(_model(), _config(), data, state_file=path, resume=True)
 
 

@@ -11,7 +11,7 @@ from torch import nn
 import spikec
 from spikec.data import load_dataset
 from spikec.data.augment import CropFlip, default_augmentation
-from spikec.errors import SpikecError
+from spikec.errors import UsageError
 from spikec.models import build_model
 from spikec.training import count_batches, make_schedule
 
@@ -111,10 +111,10 @@ def test_a_state_file_of_another_run_is_refused_naming_it(tmp_path):
     tr, te, _ = load_dataset("digits")
     state = str(tmp_path / "run.state")
     _run(tr, te, state=state, stop_after=1)
-    with pytest.raises(SpikecError, match=r"run\.state: it was written by a different run \(differs in: epochs\)"):
+    with pytest.raises(UsageError, match=r"run\.state: it was written by a different run \(differs in: epochs\)"):
         _run(tr, te, state=state, resume=True, epochs=4)
     (tmp_path / "junk.state").write_bytes(b"garbage")
-    with pytest.raises(SpikecError, match="junk.state: not a readable spikec training state"):
+    with pytest.raises(UsageError, match="junk.state: not a readable spikec training state"):
         _run(tr, te, state=str(tmp_path / "junk.state"), resume=True)
 
 
@@ -133,7 +133,7 @@ def test_bf16_precision_trains_float32_weights_deterministically_and_resumes(tmp
     _run(tr, te, model_name="lenet", precision="bf16", epochs=2, state=state, stop_after=1)
     resumed, _ = _run(tr, te, model_name="lenet", precision="bf16", epochs=2, state=state, resume=True)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), resumed.parameters()))
-    with pytest.raises(SpikecError, match="differs in: precision"):
+    with pytest.raises(UsageError, match="differs in: precision"):
         _run(tr, te, model_name="lenet", epochs=2, state=state, resume=True)
     with pytest.raises(ValueError, match="precision must be one of"):
         _run(tr, te, precision="fp16")
