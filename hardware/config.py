@@ -70,7 +70,8 @@ class HardwareConfig:
                                  "unset = no budget, every conv layer keeps conv_copies")
     row_packing: bool = _f(False, "crossbar", "on/off",
                            "assumption (issue 15 option): each column tile keeps only the rows whose segment there holds a nonzero "
-                           "weight, packed into its row tiles; needs a row address table per tile to route input spikes "
+                           "weight, packed into its row tiles; a row address table routes input spikes, an entry (column tile, slot) "
+                           "read per drive at the buffer's energy per bit "
                            "(row compression per crossbar column group, as in Sparse ReRAM Engine, Yang et al. ISCA 2019); "
                            "off = tile (r, c) holds rows r*R.. and frees only when all its cells are zero")
     # timing

@@ -37,6 +37,7 @@ def layer_energy(
     buffered_rows: int | None = None,
     col_tiles: int | torch.Tensor = 1,
     tiles: int = 1,
+    address_bits: int | torch.Tensor = 0,
     power_gating: bool | None = None,
 ) -> dict[str, torch.Tensor]:
     """Energy (J) and latency (s) of one layer for each inference in the batch.
@@ -58,11 +59,14 @@ def layer_energy(
         col_tiles: column tiles a row drive reaches (one driver per tile row per spike): a number,
             or ``[rows]`` when empty tiles are left out.
         tiles: tiles of the layer (static leakage).
+        address_bits: row address table bits read per column tile a row drive reaches (``Tiling.address_bits``
+            on rows carrying input spikes, 0 on bias and ramp rows; 0 everywhere without row packing): a
+            number for the buffered rows, or ``[rows]``.
         power_gating: overrides ``config.power_gating``.
 
     Returns a dict of ``[...]`` tensors: ``crossbar``, ``neuron`` (= ``opamp`` + ``comparator`` +
-    ``spike`` + ``wakeup``), ``driver``, ``buffer``, ``static``, ``total``, ``latency_s``,
-    ``spikes_in`` (buffer reads), ``spikes_out``.
+    ``spike`` + ``wakeup``), ``driver``, ``buffer`` (of which ``row_table``), ``static``, ``total``,
+    ``latency_s``, ``spikes_in`` (buffer reads), ``spikes_out``.
 
     Equations (``dt`` = 1/clock; ``e_pk`` = end of neuron ``k`` at position ``p``:
     ``min(t_out_pk, stop_p)`` with power gating, ``stop_p`` without):
@@ -77,7 +81,8 @@ def layer_energy(
     - buffer = ``bits * E_bit * (#buffered input spikes read + #output spikes written)``; a spike is read
       only for rows that reach a column tile (``col_tiles_i > 0``): a row whose cells all hold level 0
       (its weights round to zero; all-zero rows are dropped at extraction) is enabled in no tile, so
-      nothing asks for its spike
+      nothing asks for its spike; with row packing each drive also reads the row's address table entry
+      for that column tile: row_table = ``E_bit * sum_{(p, i) driven} col_tiles_i * address_bits_i``, part of buffer
     - static = ``(tiles * P_leak + P_ctrl) * latency``; latency = ``dt * sum over runs of the
       longest stop among the positions the run holds`` (``copies`` positions per run)
     """
@@ -107,14 +112,21 @@ def layer_energy(
     driver = config.driver_energy_j * (driven.to(torch.float64) * col).sum((-2, -1))
     reaches = (col > 0).expand(rows)[:buffered]  # a row on level 0 in every tile is neither driven nor read
     reads = (driven[..., :buffered] & reaches).sum((-2, -1)).to(torch.float64)
+    if isinstance(address_bits, torch.Tensor):
+        bits = address_bits.to(torch.float64).expand(rows)
+    else:
+        bits = torch.zeros(rows, dtype=torch.float64)
+        bits[:buffered] = float(address_bits)
+    row_table = config.buffer_energy_per_bit_j * (driven.to(torch.float64) * (col * bits)).sum((-2, -1))
     return neuron_terms_and_total(config, crossbar, driver, reads, end, wake, fired, stop, fire_start, gating,
-                                  config.wakeup_on_input, _canonical_g(g_sum, t_in).shape[1], tiles)
+                                  config.wakeup_on_input, _canonical_g(g_sum, t_in).shape[1], tiles, row_table)
 
 
 def neuron_terms_and_total(config: HardwareConfig, crossbar, driver, reads, end, wake, fired, stop,
-                           fire_start: float, gating: bool, wakeup_on_input: bool, copies: int, tiles: int) -> dict:
+                           fire_start: float, gating: bool, wakeup_on_input: bool, copies: int, tiles: int,
+                           row_table: torch.Tensor | float = 0.0) -> dict:
     """The terms every accounting of a layer run shares, given its crossbar and driver energies and
-    buffer reads ``[...]``: the neuron parts from ``end`` ``[..., P, K]`` (each neuron's last step) and
+    buffer reads ``[...]`` (and the row address table's energy, part of the buffer): the neuron parts from ``end`` ``[..., P, K]`` (each neuron's last step) and
     ``wake`` ``[..., P]``, the buffer, latency and static terms from ``stop`` ``[..., P]``, and the totals
     (:func:`layer_energy`'s equations; :mod:`spikec.hardware.source_energy` calls it too)."""
     dt = config.cycle_s
@@ -124,7 +136,8 @@ def neuron_terms_and_total(config: HardwareConfig, crossbar, driver, reads, end,
     spike_count = fired.sum((-2, -1)).to(torch.float64)
     spike = config.spike_energy_j * spike_count
     wakeup = torch.full_like(spike, config.wakeup_energy_j * P * K if gating or wakeup_on_input else 0.0)
-    buffer = config.spike_bits * config.buffer_energy_per_bit_j * (reads + spike_count)
+    row_table = torch.as_tensor(row_table, dtype=torch.float64).expand_as(spike_count)
+    buffer = config.spike_bits * config.buffer_energy_per_bit_j * (reads + spike_count) + row_table
     latency = dt * run_cycles(stop, copies)
     static = (tiles * config.tile_leakage_w + config.control_power_w) * latency
     neuron = opamp + comparator + spike + wakeup
@@ -132,7 +145,7 @@ def neuron_terms_and_total(config: HardwareConfig, crossbar, driver, reads, end,
     return {
         "crossbar": crossbar, "neuron": neuron, "driver": driver, "buffer": buffer, "static": static,
         "total": total, "opamp": opamp, "comparator": comparator, "spike": spike, "wakeup": wakeup,
-        "latency_s": latency, "spikes_in": reads, "spikes_out": spike_count,
+        "row_table": row_table, "latency_s": latency, "spikes_in": reads, "spikes_out": spike_count,
     }
 
 

@@ -21,7 +21,7 @@ from spikec.hardware.mfta import Calibration, compensate
 from spikec.hardware.simulate import run_program
 from spikec.hardware.timing import RunOptions
 
-ENERGY_KEYS = COMPONENTS + NEURON_PARTS + ("total",)
+ENERGY_KEYS = COMPONENTS + NEURON_PARTS + ("row_table", "total")  # row_table: part of buffer (row packing)
 # bytes the big per-batch tensors of one layer run may take (the study stays well under 8 GB)
 MEMORY_BUDGET = 1.5e9
 # bytes of one batch's per-position tensors (counted as float64) that keep a run fast (see PEModel.batch_size):

@@ -28,7 +28,7 @@ would all hold weight zero is not allocated (no cells, no leakage; its rows' dri
 reach it), so pruned or grouped layers use fewer tiles. Within a tile, a row whose segment (its
 cells in that column tile) holds only zeros is not driven there (a per-tile row-enable bit): its
 cells conduct nothing and its driver is not charged. With ``row_packing`` each column tile holds
-only its rows with a nonzero segment, packed (a row address table per tile routes the input
+only its rows with a nonzero segment, packed (a row address table, read per drive, routes the input
 spikes), so rows pruned per column tile (``tile-row`` groups) free tiles too.
 """
 from __future__ import annotations
@@ -286,6 +286,7 @@ class Tiling:
     positions: int  # output positions evaluated per inference (1 for a linear layer)
     occupied: int = -1  # tiles of one copy holding a nonzero cell (-1: all row_tiles * col_tiles)
     allocated_cells: int = -1  # cells in allocated tiles, all copies (-1: every cell of the dense layout)
+    address_bits: int = 0  # bits of a row address table entry, read per drive of a packed input row (0: fixed layout)
 
     @property
     def tiles_per_copy(self) -> int:
@@ -310,7 +311,8 @@ class Tiling:
     def as_dict(self) -> dict:
         return {"rows": self.rows, "neurons": self.neurons, "row_tiles": self.row_tiles,
                 "col_tiles": self.col_tiles, "copies": self.copies, "positions": self.positions,
-                "tiles": self.tiles, "dense_tiles": self.row_tiles * self.col_tiles * self.copies, "runs": self.runs}
+                "tiles": self.tiles, "dense_tiles": self.row_tiles * self.col_tiles * self.copies, "runs": self.runs,
+                "address_bits": self.address_bits}
 
 
 def tile_layer(rows: int, neurons: int, config: HardwareConfig, positions: int = 1) -> Tiling:
@@ -368,7 +370,7 @@ def tile_sparse(nonzero: torch.Tensor, config: HardwareConfig, positions: int = 
     ``connected`` (the cell exists and is driven) is the nonzero segments; the other cells conduct
     nothing. Tiles: with the fixed layout (tile ``(r, c)`` holds rows ``r*R ..``) the tiles holding a
     nonzero cell; with ``config.row_packing`` each column tile keeps only its nonzero segments,
-    packed into ``ceil(n_c / R)`` row tiles.
+    packed into ``ceil(n_c / R)`` row tiles, and the layer needs a row address table (:func:`row_address_bits`).
     """
     rows, K = nonzero.shape
     base = tile_layer(rows, K, config, positions)
@@ -381,11 +383,27 @@ def tile_sparse(nonzero: torch.Tensor, config: HardwareConfig, positions: int = 
         kept = seg.sum(0)
         occupied = int(((kept + R - 1) // R).sum())
         present = int((kept * neurons).sum())
+        table = row_address_bits(kept)
     else:  # every cell of a tile holding a nonzero cell
         occ = _any_per_row_tile(seg, R)
         occupied = int(occ.sum())
         present = int((occ * _block_sizes(rows, R).unsqueeze(1) * neurons.unsqueeze(0)).sum())
+        table = 0
     cells = 2 * config.cells_per_weight * present * base.copies
     tiling = Tiling(base.rows, base.neurons, base.row_tiles, base.col_tiles, base.copies, base.positions,
-                    occupied, cells)
+                    occupied, cells, table)
     return tiling, connected, per_row
+
+
+def row_address_bits(kept: torch.Tensor) -> int:
+    """Bits of one entry of a packed layer's row address table, from ``kept [col_tiles]`` (rows each column
+    tile keeps).
+
+    Packing puts a row in a different slot of each column tile it reaches, so a spike on that row is
+    routed by a lookup: the row's entries, one per column tile it reaches, each the column tile's index and
+    the slot there (``ceil(log2 col_tiles) + ceil(log2 max kept)`` bits). Every drive of a packed input row
+    reads its entry, at the buffer's energy per bit; bias and ramp rows sit at slots the controller knows.
+    """
+    if kept.numel() == 0:
+        return 0
+    return (kept.numel() - 1).bit_length() + max(int(kept.max()) - 1, 0).bit_length()

@@ -104,5 +104,6 @@ def source_layer_energy(chip, steps_in: torch.Tensor, m: torch.Tensor, stop: tor
         wake = torch.zeros_like(stop)
     onf = on.to(torch.float64)
     driver = config.driver_energy_j * (onf @ sw["D"] + sw["fixed_cols"])
+    row_table = config.buffer_energy_per_bit_j * xb.tiling.address_bits * (onf @ sw["D"])  # input and copy rows' drives
     return neuron_terms_and_total(config, crossbar, driver, onf @ sw["R"], end, wake, fired, stop, float(S),
-                                  power_gating, wakeup, sw["copies"], xb.tiling.tiles)
+                                  power_gating, wakeup, sw["copies"], xb.tiling.tiles, row_table)

@@ -221,13 +221,15 @@ def energy_study(
         entry = dict(entry)
         entry["name"] = name
         entry["energy_per_inference_j"] = {k: entry["energy_per_inference_j"][k] for k in COMPONENT_KEYS} | {
-            "neuron_parts": {k: entry["energy_per_inference_j"][k] for k in ("opamp", "comparator", "spike", "wakeup")}}
+            "neuron_parts": {k: entry["energy_per_inference_j"][k] for k in ("opamp", "comparator", "spike", "wakeup")},
+            "buffer_parts": {"row_table": entry["energy_per_inference_j"]["row_table"]}}
         entry["snn_spikes_per_inference"] = software["layers"].get(name)
         layers.append(entry)
 
     report = {
         "accuracy": main.accuracy,
         "energy_per_inference_j": {k: main.energy[k] for k in COMPONENT_KEYS},
+        "row_table_energy_per_inference_j": main.energy["row_table"],  # part of buffer: row packing's address lookups
         "latency_s": main.latency_s,
         "spikes_per_inference": main.spikes,
         "tiles": sum(l["tiles"]["tiles"] for l in layers),
@@ -267,6 +269,7 @@ def summary(report: dict, out_dir: str | None = None) -> dict:
     out = {
         "accuracy": report["accuracy"],
         "energy_per_inference_j": report["energy_per_inference_j"]["total"],
+        "row_table_energy_per_inference_j": report.get("row_table_energy_per_inference_j", 0.0),
         "latency_s": report["latency_s"],
         "tiles": report.get("tiles"),
         "spikes_per_inference": report["spikes_per_inference"],

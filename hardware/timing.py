@@ -343,8 +343,11 @@ def unrolled_energy(chip: ChipLayer, steps_in: torch.Tensor, m: torch.Tensor, st
     row_end = torch.cat([torch.full((xb.input_rows + xb.bias_rows,), float(S), dtype=torch.float64),
                          torch.full((xb.ramp_rows,), INF, dtype=torch.float64),
                          torch.full((xb.dup_of.numel(),), float(S), dtype=torch.float64)])
+    address_bits = torch.full((t_rows.shape[-1],), float(xb.tiling.address_bits), dtype=torch.float64)
+    address_bits[xb.input_rows:xb.input_rows + xb.bias_rows + xb.ramp_rows] = 0.0  # the controller's rows: fixed slots
     return layer_energy(
         chip.g_pos, chip.g_neg, t_rows, S + m + 1, S + stop, config,
         row_end=row_end, fire_start=float(S), buffered_rows=xb.input_rows,
-        col_tiles=xb.row_col_tiles, tiles=xb.tiling.tiles, power_gating=options.power_gating,
+        col_tiles=xb.row_col_tiles, tiles=xb.tiling.tiles, address_bits=address_bits,
+        power_gating=options.power_gating,
     )

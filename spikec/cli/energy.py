@@ -32,8 +32,9 @@ def add_parser(subparsers, parents):
                         "cutting latency (e.g. the dense network's tile count, to run a compressed one on the same "
                         "area; default: the preset's, none)")
     p.add_argument("--pack-rows", action="store_true",
-                   help="each column tile keeps only its rows with a nonzero weight there, packed (a row address "
-                        "table per tile): rows pruned per column tile (compress --structure tile-row) free tiles")
+                   help="each column tile keeps only its rows with a nonzero weight there, packed: rows pruned per "
+                        "column tile (compress --structure tile-row) free tiles, and every drive of an input row reads "
+                        "its row address table entry (buffer energy)")
     p.add_argument("--chips", type=int, default=10, help="Monte-Carlo chips per variation setting (default 10)")
     p.add_argument("--sigmas", default="0,0.1,0.2,0.3", metavar="S[,S...]",
                    help="sigmas of the variation sweep (default 0,0.1,0.2,0.3)")
@@ -178,6 +179,8 @@ def _print(report: dict, result: dict, dataset: str, out: str) -> None:
           f"{e['neuron'] * 1e9:.3f}, driver {e['driver'] * 1e9:.3f}, buffer {e['buffer'] * 1e9:.3f}, "
           f"static {e['static'] * 1e9:.3f}); latency {report['latency_s'] * 1e6:.2f} us; "
           f"{report['spikes_per_inference']:.1f} spikes")
+    if report.get("row_table_energy_per_inference_j"):
+        print(f"  of the buffer, {report['row_table_energy_per_inference_j'] * 1e9:.3f} nJ reads the packed rows' address tables")
     for name, b in report["baselines"].items():
         saving = b.get("pe_saving")
         if b["energy_per_inference_j"]["total"] is None:

@@ -112,7 +112,7 @@ def packed_tiles_hint(model: nn.Module, config, tiles: int) -> str | None:
         return None
     if packed > 0.9 * tiles:
         return None
-    return f"  with --pack-rows (a row address table per tile) the same network takes {packed} tiles"
+    return f"  with --pack-rows (a row address table lookup per drive) the same network takes {packed} tiles"
 
 
 def tiles_freed(before: TileCount, after: TileCount) -> dict:

@@ -127,7 +127,7 @@ def test_tile_row_pruning_frees_tiles_when_rows_are_packed(rate_ckpt, tmp_path, 
     assert main(common + ["--pack-rows"]) == 0
     out_packed = capsys.readouterr().out
     packed = json.loads(out_packed.strip().splitlines()[-1])["tiles"]
-    assert f"with --pack-rows (a row address table per tile) the same network takes {packed['tiles_after']} tiles" in out
+    assert f"with --pack-rows (a row address table lookup per drive) the same network takes {packed['tiles_after']} tiles" in out
     assert "with --pack-rows" not in out_packed
     assert fixed["tiles_before"] == packed["tiles_before"] == 9 * 12 + 4 * 5  # fc1: 64 rows + bias, 24 neurons; fc2: 24 + bias, 10
     assert packed["freed_fraction"] > 0.5

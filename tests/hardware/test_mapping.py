@@ -277,3 +277,10 @@ def test_all_zero_row_segments_are_not_driven_and_packing_frees_their_tiles_by_h
     drives = sum(1 for i in range(8) if math.isfinite(t[i]) and i != 7) + 2 + 2  # row 7 reaches two column tiles, the ramp row too
     assert e["driver"] == pytest.approx(cfg.driver_energy_j * drives, rel=1e-12, abs=0)
     assert e["static"] == pytest.approx((xb.tiling.tiles * cfg.tile_leakage_w + cfg.control_power_w) * e["latency_s"], rel=1e-12, abs=0)
+    # packed: a row address table entry per drive of an input row, the column tile (1 bit of 2 tiles) and
+    # the slot there (5 and 6 rows kept: 3 bits); the ramp row's slots are fixed
+    assert xb.tiling.address_bits == (1 + 3 if packing else 0)
+    reads = sum(1 for i in range(8) if math.isfinite(t[i]))
+    fired = int(torch.isfinite(m).sum())
+    table = (4 if packing else 0) * cfg.buffer_energy_per_bit_j * (drives - 2)
+    assert e["buffer"] == pytest.approx(cfg.spike_bits * cfg.buffer_energy_per_bit_j * (reads + fired) + table, rel=1e-12, abs=0)

@@ -9,7 +9,7 @@ from spikec.hardware.simulate import run_program
 from spikec.hardware.source_energy import source_layer_energy
 
 KEYS = ("crossbar", "neuron", "driver", "buffer", "static", "total", "opamp", "comparator", "spike", "wakeup",
-        "latency_s", "spikes_in", "spikes_out")
+        "row_table", "latency_s", "spikes_in", "spikes_out")
 
 
 def _compare_every_layer(monkeypatch, snn, x, config, options, chips):
@@ -43,9 +43,11 @@ def test_residual_network_on_varied_chips(monkeypatch, small_resnet, gating, tta
     _compare_every_layer(monkeypatch, small_resnet, x, config, options, chips=3)
 
 
-def test_lenet_with_position_copies(monkeypatch, lenet_snn, digits):
-    # four copies of each conv layer: positions run on different (varied) conductances
-    config = HardwareConfig(tile_rows=32, tile_cols=32, conv_copies=4, sigma=0.2)
+@pytest.mark.parametrize("packing", [False, True])
+def test_lenet_with_position_copies(monkeypatch, lenet_snn, digits, packing):
+    # four copies of each conv layer: positions run on different (varied) conductances; packed rows read
+    # their address table entries
+    config = HardwareConfig(tile_rows=32, tile_cols=32, conv_copies=4, sigma=0.2, row_packing=packing)
     x = digits[1].tensors[0][:6].double()
     _compare_every_layer(monkeypatch, lenet_snn, x, config, timing.RunOptions(), chips=2)
 
