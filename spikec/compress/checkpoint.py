@@ -4,7 +4,7 @@ The state dict holds the pruned and quantized weights themselves (zeros where pr
 the quantization grid, thresholds/biases/initial membranes as adjusted), under the keys of the
 uncompressed network, so the kind's own ``*_from_checkpoint`` loader rebuilds a working network
 with no knowledge of compression. The ``"compression"`` entry (plain data and tensors) adds what
-is needed to go on fine-tuning and to report: per layer its mask, bit width, mode and scales; the
+is needed to go on fine-tuning and to report: per layer its mask, bit width, mode, scales and bias grid; the
 config; density, size and compression ratio.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from spikec.compress.config import to_dict
 from spikec.compress.layers import following_norms, forward_module, synaptic_layers
 from spikec.compress.masks import BIAS_MASK, get_mask, set_mask_, silence_channels_
 from spikec.compress.quantize import BITS, SCALE
-from spikec.compress.size import model_size
+from spikec.compress.size import BIAS_STEP, model_size
 
 KEY = "compression"
 VERSION = 1
@@ -38,6 +38,9 @@ def compression_record(model: nn.Module, config=None, extra: dict | None = None)
         scale = m._buffers.get(SCALE)
         if scale is not None:
             entry["scale"] = scale.detach().cpu().clone()
+        bias_step = m._buffers.get(BIAS_STEP)
+        if bias_step is not None:
+            entry["bias_step"] = bias_step.detach().cpu().clone()
         layers[name] = entry
     record = {
         "version": VERSION,
@@ -79,3 +82,5 @@ def restore_compression_(model: nn.Module, record: dict) -> None:
         if "scale" in entry:
             m.register_buffer(SCALE, entry["scale"].clone(), persistent=False)
             m.__dict__[BITS] = int(entry["bits"])
+        if "bias_step" in entry:
+            m.register_buffer(BIAS_STEP, entry["bias_step"].clone(), persistent=False)

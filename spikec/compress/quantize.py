@@ -32,6 +32,7 @@ from torch import nn
 from spikec.compress.config import QuantConfig
 from spikec.compress.layers import driven_neurons, forward_module, neuron_threshold, select_layers
 from spikec.compress.masks import QUANTIZER, drop_hook_if_idle, ensure_hook, refresh
+from spikec.compress.size import BIAS_STEP
 from spikec.hardware.config import HardwareConfig
 from spikec.hardware.mapping import cell_grid
 
@@ -334,7 +335,9 @@ def freeze_(model: nn.Module) -> dict[str, dict]:
             levels = q.levels(w_fp, s)
             w_fp.copy_(levels * _broadcast(s, w_fp.shape))
             b_fp = m._parameters.pop("bias_fp", None)
+            bias_step = None
             if b_fp is not None and q.config.quantize_bias:
+                bias_step = q.bias_step(s, levels).detach().clone()
                 b_fp.copy_(q.quantize_bias(b_fp, s, levels))
         del m.weight
         m.register_parameter("weight", w_fp)
@@ -343,16 +346,24 @@ def freeze_(model: nn.Module) -> dict[str, dict]:
             m.register_parameter("bias", b_fp)
         del m.__dict__[QUANTIZER]
         m.__dict__[BITS] = q.config.weight_bits
-        if SCALE in m._buffers:
-            m._buffers[SCALE] = s.detach().clone()
-        else:
-            m.register_buffer(SCALE, s.detach().clone(), persistent=False)
+        _set_buffer(m, SCALE, s.detach().clone())
+        _set_buffer(m, BIAS_STEP, bias_step)
         drop_hook_if_idle(m)
         if q.on_grid:
             _snap_v_init(neurons.get(name), s)
         info[name] = {"bits": q.config.weight_bits, "mode": q.config.mode, "group": q.config.group,
                       "scale": s.detach().clone(), "on_grid": bool(q.on_grid)}
     return info
+
+
+def _set_buffer(m: nn.Module, name: str, value: torch.Tensor | None) -> None:
+    """A non-persistent buffer (the checkpoint's compression record carries it), or none."""
+    if value is None:
+        m._buffers.pop(name, None)
+    elif name in m._buffers:
+        m._buffers[name] = value
+    else:
+        m.register_buffer(name, value, persistent=False)
 
 
 def _snap_v_init(neuron, s: torch.Tensor) -> None:

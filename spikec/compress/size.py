@@ -12,8 +12,12 @@ Each layer is charged for the cheapest of these real, decodable formats of its n
 - ``row-relative-r`` / ``kernel-relative-r`` / ``channel-relative-r``: the same with r-bit gaps
   between kept groups.
 
-Values take ``bits`` each; every scale and every bias 32 bits. The dense reference stores all
-weights and biases as 32-bit floats, so ``ratio = dense_bits / compressed_bits``.
+Values take ``bits`` each; every scale 32 bits. A layer's biases that sit on the grid quantization
+rounded them to (``bias_step``, one step per output channel, recorded by
+:func:`~spikec.compress.quantize.freeze_`; a decoder recomputes it from the scales and weight levels)
+are stored as signed integers of that step, all of the layer's at the width its largest needs; other
+biases take 32 bits. The dense reference stores all weights and biases as 32-bit floats, so
+``ratio = dense_bits / compressed_bits``.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from torch import nn
 from spikec.compress.layers import synaptic_layers
 
 FLOAT_BITS = 32
+BIAS_STEP = "bias_step"  # buffer: [K] grid step of a layer's frozen biases (spikec.compress.quantize.freeze_)
 
 
 @dataclass(frozen=True)
@@ -37,10 +42,11 @@ class LayerSize:
     encoding: str
     index_bits: int
     value_bits: int
+    bias_bits: int = FLOAT_BITS  # per bias
 
     @property
     def total_bits(self) -> int:
-        return self.index_bits + self.value_bits + FLOAT_BITS * (self.scales + self.biases)
+        return self.index_bits + self.value_bits + FLOAT_BITS * self.scales + self.bias_bits * self.biases
 
     @property
     def dense_bits(self) -> int:
@@ -76,7 +82,7 @@ class SizeReport:
             "density": self.density,
             "layers": {n: {"weights": l.weights, "nonzero": l.nonzero, "bits": l.bits_per_weight,
                            "encoding": l.encoding, "index_bits": l.index_bits, "value_bits": l.value_bits,
-                           "total_bits": l.total_bits} for n, l in self.layers.items()},
+                           "bias_bits": l.bias_bits, "total_bits": l.total_bits} for n, l in self.layers.items()},
         }
 
 
@@ -100,7 +106,24 @@ def _best_relative(pattern: torch.Tensor, entry_value_bits: int) -> tuple[int, i
     return best
 
 
-def layer_size(weight: torch.Tensor, bits: int = FLOAT_BITS, scales: int = 0, biases: int = 0) -> LayerSize:
+def bias_bits(bias: torch.Tensor, step: torch.Tensor | None) -> int:
+    """Bits per bias: the signed width of the largest ``bias / step`` when every bias is a whole number of
+    its channel's ``step`` (within float32 rounding), else 32."""
+    if step is None:
+        return FLOAT_BITS
+    b = bias.detach().to(torch.float64).flatten()
+    st = step.detach().to(torch.float64).flatten().expand_as(b) if step.numel() == 1 else step.detach().to(torch.float64).flatten()
+    if st.shape != b.shape or not bool((st > 0).all()):
+        return FLOAT_BITS
+    n = b / st
+    whole = torch.round(n)
+    if not bool(((n - whole).abs() <= 1e-3).all()):
+        return FLOAT_BITS
+    return min(FLOAT_BITS, int(whole.abs().max()).bit_length() + 1) if b.numel() else FLOAT_BITS
+
+
+def layer_size(weight: torch.Tensor, bits: int = FLOAT_BITS, scales: int = 0, biases: int = 0,
+               bias_width: int = FLOAT_BITS) -> LayerSize:
     """The cheapest format (see the module docstring) of one weight tensor."""
     w = weight.detach()
     nz = w != 0
@@ -121,7 +144,7 @@ def layer_size(weight: torch.Tensor, bits: int = FLOAT_BITS, scales: int = 0, bi
         options[f"{kind}-relative-{r}"] = (ib, vb)
     name = min(options, key=lambda o: sum(options[o]))
     ib, vb = options[name]
-    return LayerSize(n, k, bits, scales, biases, name, ib, vb)
+    return LayerSize(n, k, bits, scales, biases, name, ib, vb, bias_width)
 
 
 def model_size(model: nn.Module, bits: dict[str, int] | None = None) -> SizeReport:
@@ -134,6 +157,8 @@ def model_size(model: nn.Module, bits: dict[str, int] | None = None) -> SizeRepo
         b = bits.get(name, m.__dict__.get("_spikec_weight_bits", FLOAT_BITS if scale is None else None))
         if b is None:
             raise ValueError(f"layer {name!r} is quantized but its bit width is unknown")
-        biases = m.bias.numel() if getattr(m, "bias", None) is not None else 0
-        out[name] = layer_size(m.weight, int(b), 0 if scale is None else scale.numel(), biases)
+        bias = getattr(m, "bias", None)
+        biases = bias.numel() if bias is not None else 0
+        width = bias_bits(bias, m._buffers.get(BIAS_STEP)) if biases else FLOAT_BITS
+        out[name] = layer_size(m.weight, int(b), 0 if scale is None else scale.numel(), biases, width)
     return SizeReport(out)

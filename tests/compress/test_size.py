@@ -1,4 +1,6 @@
 """Model size counts the index or mask overhead of every layer, in its cheapest real format."""
+import copy
+
 import torch
 from torch import nn
 
@@ -60,3 +62,44 @@ def test_model_size_and_ratio_count_biases_and_scales():
     second = report.layers["1"]  # dense float weights, no bias: stored as they are
     assert second.encoding == "dense" and second.total_bits == 32 * 8
     assert report.ratio == report.dense_bits / report.compressed_bits
+
+
+def test_biases_on_their_grid_are_stored_as_integers_by_hand():
+    from spikec.compress.size import bias_bits
+
+    step = torch.tensor([0.5, 0.25])
+    assert bias_bits(torch.tensor([3.5, -0.75]), step) == 4  # 7 and -3: |7| needs 3 bits plus a sign
+    assert bias_bits(torch.tensor([0.0, 0.0]), step) == 1
+    assert bias_bits(torch.tensor([3.6, -0.75]), step) == 32  # 7.2 steps: off the grid, a float
+    assert bias_bits(torch.tensor([3.5, -0.75]), None) == 32  # no grid recorded
+    net = nn.Sequential(nn.Linear(8, 2))
+    with torch.no_grad():
+        net[0].bias.copy_(torch.tensor([3.5, -0.75]))
+    net[0].register_buffer("bias_step", step, persistent=False)
+    layer = model_size(net).layers["0"]
+    assert layer.bias_bits == 4 and layer.total_bits == layer.index_bits + layer.value_bits + 2 * 4
+
+
+def test_frozen_biases_take_the_width_of_their_grid_and_survive_the_checkpoint_record():
+    import spikec
+    from spikec.compress import QuantConfig, quantize_
+    from spikec.compress.checkpoint import compression_record, restore_compression_
+
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(2, 6, 3), spikec.IF(threshold=0.9), nn.Flatten(), nn.Linear(24, 5))
+    with torch.no_grad():
+        net[0].bias.mul_(5.0)
+    fresh = copy.deepcopy(net)
+    quantize_(net, QuantConfig(bits=4, group="channel", cell_levels=16, cells_per_weight=3))
+    sizes = model_size(net).layers
+    for name in ("0", "3"):
+        m = net[int(name)]
+        n = m.bias.detach().double() / m.bias_step.double()
+        assert torch.allclose(n, n.round(), atol=1e-6)
+        assert sizes[name].bias_bits == int(n.round().abs().max()).bit_length() + 1 < 32
+    record = compression_record(net)
+    with torch.no_grad():  # the checkpoint's state dict carries the values, the record the grid
+        for a, b in zip(fresh.parameters(), net.parameters()):
+            a.copy_(b)
+    restore_compression_(fresh, record)
+    assert model_size(fresh).compressed_bits == model_size(net).compressed_bits == record["compressed_bits"]
