@@ -7,6 +7,7 @@ the order they are built in, which for the networks here is the order data flows
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from spikec.compress.config import LayerSelection
@@ -126,6 +127,19 @@ def neuron_threshold(neuron: nn.Module | None):
         return thr
     if hasattr(neuron, "threshold_scale"):  # TTFS layers: threshold 1, optionally scaled per neuron
         return 1.0 if neuron.threshold_scale is None else neuron.threshold_scale
+    return None
+
+
+def threshold_unit(neuron, out_channels: int, per_channel: bool) -> torch.Tensor | None:
+    """The threshold a layer's scale should divide: one value, or one per channel (else None)."""
+    thr = neuron_threshold(neuron)
+    if not torch.is_tensor(thr):
+        return None if thr is None else torch.tensor([float(thr)])
+    thr = thr.detach().float().flatten()
+    if thr.numel() == 1:
+        return thr.clone()
+    if per_channel and thr.numel() == out_channels:
+        return thr.clone()
     return None
 
 

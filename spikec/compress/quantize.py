@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from spikec.compress.config import QuantConfig
-from spikec.compress.layers import driven_neurons, forward_module, neuron_threshold, select_layers
+from spikec.compress.layers import driven_neurons, forward_module, select_layers, threshold_unit
 from spikec.compress.masks import QUANTIZER, drop_hook_if_idle, ensure_hook, refresh
 from spikec.compress.size import BIAS_STEP
 from spikec.hardware.config import HardwareConfig
@@ -277,19 +277,6 @@ class WeightQuantizer:
         b = module._parameters.get("bias_fp")
         if b is not None:
             module.bias = self.quantize_bias(b, s, q)
-
-
-def threshold_unit(neuron, out_channels: int, per_channel: bool) -> torch.Tensor | None:
-    """The threshold a layer's scale should divide: one value, or one per channel (else None)."""
-    thr = neuron_threshold(neuron)
-    if not torch.is_tensor(thr):
-        return None if thr is None else torch.tensor([float(thr)])
-    thr = thr.detach().float().flatten()
-    if thr.numel() == 1:
-        return thr.clone()
-    if per_channel and thr.numel() == out_channels:
-        return thr.clone()
-    return None
 
 
 def prepare_qat_(model: nn.Module, config: QuantConfig) -> dict[str, WeightQuantizer]:

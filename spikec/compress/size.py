@@ -12,7 +12,10 @@ Each layer is charged for the cheapest of these real, decodable formats of its n
 - ``row-relative-r`` / ``kernel-relative-r`` / ``channel-relative-r``: the same with r-bit gaps
   between kept groups.
 
-Values take ``bits`` each; every scale 32 bits. A layer's biases that sit on the grid quantization
+Values take ``bits`` each. A scale that divides the threshold of the neurons its layer drives
+(``threshold / n``, as quantization's ``grid_thresholds`` picks it) is stored as the whole number
+``n`` (the threshold belongs to the neurons, stored in either network), all of the layer's at the width
+the largest needs, plus one flag bit per scale when only some are; other scales take 32 bits. A layer's biases that sit on the grid quantization
 rounded them to (``bias_step``, one step per output channel, recorded by
 :func:`~spikec.compress.quantize.freeze_`; a decoder recomputes it from the scales and weight levels)
 are stored as signed integers of that step, all of the layer's at the width its largest needs; other
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from spikec.compress.layers import synaptic_layers
+from spikec.compress.layers import driven_neurons, synaptic_layers, threshold_unit
 
 FLOAT_BITS = 32
 BIAS_STEP = "bias_step"  # buffer: [K] grid step of a layer's frozen biases (spikec.compress.quantize.freeze_)
@@ -43,10 +46,12 @@ class LayerSize:
     index_bits: int
     value_bits: int
     bias_bits: int = FLOAT_BITS  # per bias
+    scale_bits: int = -1  # all the layer's scales (-1: 32 each)
 
     @property
     def total_bits(self) -> int:
-        return self.index_bits + self.value_bits + FLOAT_BITS * self.scales + self.bias_bits * self.biases
+        scales = FLOAT_BITS * self.scales if self.scale_bits < 0 else self.scale_bits
+        return self.index_bits + self.value_bits + scales + self.bias_bits * self.biases
 
     @property
     def dense_bits(self) -> int:
@@ -82,7 +87,7 @@ class SizeReport:
             "density": self.density,
             "layers": {n: {"weights": l.weights, "nonzero": l.nonzero, "bits": l.bits_per_weight,
                            "encoding": l.encoding, "index_bits": l.index_bits, "value_bits": l.value_bits,
-                           "bias_bits": l.bias_bits, "total_bits": l.total_bits} for n, l in self.layers.items()},
+                           "bias_bits": l.bias_bits, "scale_bits": l.scale_bits, "total_bits": l.total_bits} for n, l in self.layers.items()},
         }
 
 
@@ -122,8 +127,26 @@ def bias_bits(bias: torch.Tensor, step: torch.Tensor | None) -> int:
     return min(FLOAT_BITS, int(whole.abs().max()).bit_length() + 1) if b.numel() else FLOAT_BITS
 
 
+def scale_bits(scale: torch.Tensor, unit: torch.Tensor | None) -> int:
+    """Bits of a layer's scales: ``threshold / n`` ones as whole numbers ``n`` (see the module docstring)."""
+    s = scale.detach().to(torch.float64).flatten()
+    if unit is None or s.numel() == 0:
+        return FLOAT_BITS * s.numel()
+    u = unit.detach().to(torch.float64).flatten().expand_as(s) if unit.numel() == 1 else unit.detach().to(torch.float64).flatten()
+    if u.shape != s.shape:
+        return FLOAT_BITS * s.numel()
+    n = torch.round(u / s)
+    whole = (n >= 1) & ((u / n - s).abs() <= 1e-6 * s.abs())
+    k = int(whole.sum())
+    if k == 0:
+        return FLOAT_BITS * s.numel()
+    width = int(n[whole].max()).bit_length()
+    flags = 0 if k == s.numel() else s.numel()
+    return flags + k * width + FLOAT_BITS * (s.numel() - k)
+
+
 def layer_size(weight: torch.Tensor, bits: int = FLOAT_BITS, scales: int = 0, biases: int = 0,
-               bias_width: int = FLOAT_BITS) -> LayerSize:
+               bias_width: int = FLOAT_BITS, scales_width: int = -1) -> LayerSize:
     """The cheapest format (see the module docstring) of one weight tensor."""
     w = weight.detach()
     nz = w != 0
@@ -144,7 +167,7 @@ def layer_size(weight: torch.Tensor, bits: int = FLOAT_BITS, scales: int = 0, bi
         options[f"{kind}-relative-{r}"] = (ib, vb)
     name = min(options, key=lambda o: sum(options[o]))
     ib, vb = options[name]
-    return LayerSize(n, k, bits, scales, biases, name, ib, vb, bias_width)
+    return LayerSize(n, k, bits, scales, biases, name, ib, vb, bias_width, scales_width)
 
 
 def model_size(model: nn.Module, bits: dict[str, int] | None = None) -> SizeReport:
@@ -152,6 +175,7 @@ def model_size(model: nn.Module, bits: dict[str, int] | None = None) -> SizeRepo
     :func:`~spikec.compress.quantize.freeze_` recorded on the layer, else 32-bit floats)."""
     bits = bits or {}
     out = {}
+    neurons = driven_neurons(model)
     for name, m in synaptic_layers(model).items():
         scale = m._buffers.get("weight_scale")
         b = bits.get(name, m.__dict__.get("_spikec_weight_bits", FLOAT_BITS if scale is None else None))
@@ -160,5 +184,8 @@ def model_size(model: nn.Module, bits: dict[str, int] | None = None) -> SizeRepo
         bias = getattr(m, "bias", None)
         biases = bias.numel() if bias is not None else 0
         width = bias_bits(bias, m._buffers.get(BIAS_STEP)) if biases else FLOAT_BITS
-        out[name] = layer_size(m.weight, int(b), 0 if scale is None else scale.numel(), biases, width)
+        stored = -1
+        if scale is not None:
+            stored = scale_bits(scale, threshold_unit(neurons.get(name), m.weight.shape[0], scale.numel() > 1))
+        out[name] = layer_size(m.weight, int(b), 0 if scale is None else scale.numel(), biases, width, stored)
     return SizeReport(out)

@@ -103,3 +103,28 @@ def test_frozen_biases_take_the_width_of_their_grid_and_survive_the_checkpoint_r
             a.copy_(b)
     restore_compression_(fresh, record)
     assert model_size(fresh).compressed_bits == model_size(net).compressed_bits == record["compressed_bits"]
+
+
+def test_scales_that_divide_the_threshold_are_stored_as_whole_numbers_by_hand():
+    from spikec.compress.size import scale_bits
+
+    unit = torch.tensor([1.0])
+    assert scale_bits(torch.tensor([1 / 3, 1 / 12, 1.0]), unit) == 3 * 4  # n = 3, 12, 1: 12 needs 4 bits
+    # one scale off the grid: a flag per scale, the others' n, a float for the odd one
+    assert scale_bits(torch.tensor([1 / 3, 0.3, 1.0]), unit) == 3 + 2 * 2 + 32
+    assert scale_bits(torch.tensor([0.5, 0.25]), torch.tensor([1.0, 0.5])) == 2 * 2  # per channel: n = 2, 2
+    assert scale_bits(torch.tensor([0.5, 0.25]), None) == 64
+
+
+def test_a_quantized_spiking_layer_stores_its_scales_as_threshold_divisors():
+    import spikec
+    from spikec.compress import QuantConfig, quantize_
+
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Conv2d(2, 6, 3), spikec.IF(threshold=0.9), nn.Flatten(), nn.Linear(24, 5))
+    info = quantize_(net, QuantConfig(bits=4, group="channel"))
+    sizes = model_size(net).layers
+    assert info["0"]["on_grid"] and not info["3"]["on_grid"]
+    n = torch.round(0.9 / info["0"]["scale"].double())
+    assert sizes["0"].scale_bits == 6 * int(n.max()).bit_length() < 6 * 32
+    assert sizes["3"].scale_bits == 5 * 32  # the readout drives no neuron: float scales
