@@ -125,10 +125,11 @@ def layer_energy(
 def neuron_terms_and_total(config: HardwareConfig, crossbar, driver, reads, end, wake, fired, stop,
                            fire_start: float, gating: bool, wakeup_on_input: bool, copies: int, tiles: int,
                            row_table: torch.Tensor | float = 0.0) -> dict:
-    """The terms every accounting of a layer run shares, given its crossbar and driver energies and
-    buffer reads ``[...]`` (and the row address table's energy, part of the buffer): the neuron parts from ``end`` ``[..., P, K]`` (each neuron's last step) and
-    ``wake`` ``[..., P]``, the buffer, latency and static terms from ``stop`` ``[..., P]``, and the totals
-    (:func:`layer_energy`'s equations; :mod:`spikec.hardware.source_energy` calls it too)."""
+    """The terms every accounting of a layer run shares, given its crossbar and driver energies, buffer
+    reads and row address table energy ``[...]`` (part of the buffer): the neuron parts from ``end``
+    ``[..., P, K]`` (each neuron's last step) and ``wake`` ``[..., P]``, the buffer, latency and static terms
+    from ``stop`` ``[..., P]``, and the totals (:func:`layer_energy`'s equations;
+    :mod:`spikec.hardware.source_energy` calls it too)."""
     dt = config.cycle_s
     P, K = end.shape[-2:]
     opamp = config.opamp_power_w * dt * (end - wake.unsqueeze(-1)).clamp(min=0).sum((-2, -1))
