@@ -75,7 +75,8 @@ def _measure(model, test, seed, hardware):
         tiles = t.occupied
     except (SpikecError, ValueError) as exc:  # the PE cannot map every network; record why
         tiles = f"n/a ({type(exc).__name__})"
-    return {"accuracy": a.accuracy, "density": s.density, "compression_ratio": s.ratio, "tiles": tiles,
+    return {"accuracy": a.accuracy, "density": s.density, "compression_ratio": s.ratio,
+            "compression_ratio_float_side": s.ratio_float_side, "tiles": tiles,
             "spikes": a.spikes_per_inference, "sops": a.sops_per_inference}
 
 

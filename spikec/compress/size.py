@@ -75,6 +75,13 @@ class SizeReport:
         return self.dense_bits / max(self.compressed_bits, 1)
 
     @property
+    def ratio_float_side(self) -> float:
+        """The ratio with every scale and bias a 32-bit float (the accounting before integer scales and
+        biases, 2026-12-07), to compare with figures measured that way."""
+        bits = sum(l.index_bits + l.value_bits + FLOAT_BITS * (l.scales + l.biases) for l in self.layers.values())
+        return self.dense_bits / max(bits, 1)
+
+    @property
     def density(self) -> float:
         """Non-zero fraction of all weights."""
         return sum(l.nonzero for l in self.layers.values()) / max(sum(l.weights for l in self.layers.values()), 1)
@@ -84,6 +91,7 @@ class SizeReport:
             "dense_bits": self.dense_bits,
             "compressed_bits": self.compressed_bits,
             "compression_ratio": self.ratio,
+            "compression_ratio_float_side": self.ratio_float_side,
             "density": self.density,
             "layers": {n: {"weights": l.weights, "nonzero": l.nonzero, "bits": l.bits_per_weight,
                            "encoding": l.encoding, "index_bits": l.index_bits, "value_bits": l.value_bits,

@@ -78,6 +78,8 @@ def test_biases_on_their_grid_are_stored_as_integers_by_hand():
     net[0].register_buffer("bias_step", step, persistent=False)
     layer = model_size(net).layers["0"]
     assert layer.bias_bits == 4 and layer.total_bits == layer.index_bits + layer.value_bits + 2 * 4
+    report = model_size(net)  # the float-side ratio charges the two biases 32 bits each
+    assert report.ratio_float_side == report.dense_bits / (layer.index_bits + layer.value_bits + 2 * 32)
 
 
 def test_frozen_biases_take_the_width_of_their_grid_and_survive_the_checkpoint_record():
