@@ -330,7 +330,8 @@ def _run(args) -> dict:
     return {
         "accuracy_before": before.accuracy, "accuracy_after": after.accuracy,
         "density": size.density, "mask_density": report.mask_density, "weight_bits": bits,
-        "compression_ratio": size.ratio, "dense_bits": size.dense_bits, "compressed_bits": size.compressed_bits,
+        "compression_ratio": size.ratio, "compression_ratio_float_side": size.ratio_float_side,
+        "dense_bits": size.dense_bits, "compressed_bits": size.compressed_bits,
         "spikes_before": before.spikes_per_inference, "spikes_after": after.spikes_per_inference,
         "sops_before": before.sops_per_inference, "sops_after": after.sops_per_inference,
         "energy_before_pj": before.snn_energy_pj, "energy_after_pj": after.snn_energy_pj,

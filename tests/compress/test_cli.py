@@ -40,6 +40,8 @@ def test_compress_reports_and_saves_a_loadable_checkpoint(rate_ckpt, tmp_path, c
         assert key in r
     assert r["checkpoint"] == out and r["weight_bits"] == 4
     assert r["density"] <= 0.3 + 1e-6 and r["compression_ratio"] > 1
+    # integer scales and biases where they sit on a grid: never larger than with 32-bit floats
+    assert r["compression_ratio"] >= r["compression_ratio_float_side"] > 1
     model, ckpt = load_model(out)
     assert ckpt["kind"] == "rate_snn" and "compression" in ckpt
     weights = [m.weight.detach() for m in model.modules() if isinstance(m, torch.nn.Linear)]
