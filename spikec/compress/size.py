@@ -15,8 +15,8 @@ Each layer is charged for the cheapest of these real, decodable formats of its n
 Values take ``bits`` each. A scale that divides the threshold of the neurons its layer drives
 (``threshold / n``, as quantization's ``grid_thresholds`` picks it) is stored as the whole number
 ``n`` (the threshold belongs to the neurons, stored in either network), all of the layer's at the width
-the largest needs, plus one flag bit per scale when only some are; other scales take 32 bits. A layer's biases that sit on the grid quantization
-rounded them to (``bias_step``, one step per output channel, recorded by
+the largest needs, plus one flag bit per scale when only some are; other scales take 32 bits. A
+layer's biases that sit on the grid quantization rounded them to (``bias_step``, one step per output channel, recorded by
 :func:`~spikec.compress.quantize.freeze_`; a decoder recomputes it from the scales and weight levels)
 are stored as signed integers of that step, all of the layer's at the width its largest needs; other
 biases take 32 bits. The dense reference stores all weights and biases as 32-bit floats, so
