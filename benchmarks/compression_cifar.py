@@ -19,6 +19,10 @@ On the ANN-side route the compressed ANN is cached beside its checkpoint
 (``<stem>_compressed_<settings hash>.pt``), so every coding and every rerun reuses one compression
 (``--redo`` compresses again). While it runs, its whole state is written to that name plus ``.state``
 after every epoch; the same command run again after an interruption continues from the last epoch.
+``--init <cached compression>`` starts from an earlier compression of the same ANN instead: its masks
+stay, there is no pruning phase, and its weights are quantized again at ``--bits`` over
+``--quant-epochs`` quantization-aware epochs, taught by the dense ANN (a longer schedule in stages,
+or another bit width for a mask that took hours to train).
 
 Each row: accuracy before/after on a stratified test subset, non-zero density, compression ratio
 (dense 32-bit weights and biases over compressed bits, index overhead included), crossbar tiles
@@ -137,7 +141,7 @@ def compressed_ann(path, args, train, hardware):
 
     from spikec.checkpoint import load_checkpoint, load_model, save_checkpoint
     from spikec.compress import compress_
-    from spikec.compress.checkpoint import compressed_checkpoint, compression_record
+    from spikec.compress.checkpoint import compressed_checkpoint, compression_record, restore_compression_
 
     settings = {k: getattr(args, k) for k in CACHE_KEYS}
     settings.update({k: True for k in ("skip_first", "skip_last") if getattr(args, k)})  # earlier caches keep their keys
@@ -145,6 +149,8 @@ def compressed_ann(path, args, train, hardware):
         settings["distill"] = args.distill
     if args.layer_density:
         settings["layer_density"] = args.layer_density
+    if args.init:
+        settings["init"] = os.path.basename(args.init)
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     cache = f"{os.path.splitext(path)[0]}_compressed_{key}.pt"
     if os.path.exists(cache) and not args.redo:
@@ -153,12 +159,20 @@ def compressed_ann(path, args, train, hardware):
         return ann.eval(), None, 0.0
     ann, _ = load_model(path)
     cfg = _config(args, hardware)
+    teacher = None
+    if args.init:
+        teacher = ann  # the dense ANN teaches; the compressed one is trained
+        ann, ckpt = load_model(args.init)
+        if "compression" not in ckpt:
+            raise SystemExit(f"--init {args.init}: not a compressed checkpoint")
+        restore_compression_(ann, ckpt["compression"])
+        cfg = dataclasses.replace(cfg, prune=None, finetune=dataclasses.replace(cfg.finetune, epochs=args.quant_epochs))
     start = time.perf_counter()
     state = cache + ".state"  # written after every epoch: an interrupted run continues where it stopped
     resume = os.path.exists(state) and not args.redo
     if resume:
         print(f"resuming the compression from {state}", flush=True)
-    report = compress_(ann, cfg, train, progress=_progress, state_file=state, resume=resume)
+    report = compress_(ann, cfg, train, teacher=teacher, progress=_progress, state_file=state, resume=resume)
     ann.eval()
     seconds = time.perf_counter() - start
     save_checkpoint(cache, compressed_checkpoint(load_checkpoint(path), ann, compression_record(ann, cfg)))
@@ -284,6 +298,9 @@ def main(argv=None) -> int:
     p.add_argument("--val-samples", type=int, default=0,
                    help="also score a stratified draw of this many training images outside the SNN-side draw "
                         "(for choosing SNN-side schedules without test images)")
+    p.add_argument("--init", default=None, metavar="COMPRESSED_PT",
+                   help="start from this compressed ANN (an earlier run's cache): keep its masks, skip pruning, "
+                        "quantize again at --bits over --quant-epochs epochs (ttfs/rate via the ANN route)")
     p.add_argument("--redo", action="store_true", help="compress the ANN again even if a cached one matches")
     p.add_argument("--render", action="store_true")
     p.add_argument("--out", default=OUT, help="results JSON (default benchmarks/results/compression_cifar.json)")
@@ -293,6 +310,8 @@ def main(argv=None) -> int:
         return 0
     if not args.checkpoints:
         p.error("give ANN checkpoints, or --render")
+    if args.init and (len(args.checkpoints) != 1 or ("ttfs" in args.codings.split(",") and args.ttfs_route != "ann")):
+        p.error("--init continues one network's compression on the ANN route: give one checkpoint and --ttfs-route ann")
     from spikec.hardware.config import preset
     from spikec.io.atomic import atomic_write_text
 

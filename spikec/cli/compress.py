@@ -68,6 +68,10 @@ def add_parser(subparsers, parents):
     p.add_argument("--distill", type=float, default=None, metavar="W",
                    help="weight in [0, 1] of knowledge distillation from the uncompressed network's scores (default 0)")
     p.add_argument("--temperature", type=float, default=None, help="distillation temperature (default 4)")
+    p.add_argument("--teacher", default=None, metavar="FILE",
+                   help="the network --distill and --attention learn from (default: the input as it was before this "
+                        "run); give the uncompressed one when compressing a compressed checkpoint further, e.g. "
+                        "--density 1 --bits 4 to quantize its mask again")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its last complete epoch (state saved next to --out as "
                         "OUT.state after every epoch)")
@@ -227,6 +231,8 @@ def _check(args) -> None:
         raise UsageError(f"--lr must be positive, got {args.lr}")
     if args.beta is not None and args.beta < 0:
         raise UsageError(f"--beta must be >= 0, got {args.beta}")
+    if args.teacher is not None and not os.path.isfile(args.teacher):
+        raise UsageError(f"--teacher: no such file {args.teacher}")
     if args.resume and not args.out:
         raise UsageError("--resume needs --out: the resumable state is kept next to it (OUT.state)")
     if args.resume and not os.path.exists(state_path(args.out)):
@@ -287,8 +293,10 @@ def _run(args) -> dict:
         print(f"  {phase} epoch {r.epoch}: loss {r.loss:.4f} (attention {r.attention_loss:.4f}), "
               f"train accuracy {r.train_accuracy:.2%}, {r.seconds:.1f}s", flush=True)
 
+    teacher = _teacher(args.teacher, model) if args.teacher else None
     state_file = state_path(args.out) if args.out else None
-    report = compress_(model, config, train_data, progress=progress, state_file=state_file, resume=args.resume)
+    report = compress_(model, config, train_data, teacher=teacher, progress=progress, state_file=state_file,
+                       resume=args.resume)
     model.eval()
     after = activity(model, test_data, seed=seed)
     size = report.size
@@ -340,6 +348,27 @@ def _run(args) -> dict:
         "layer_bits": dict(report.bits), "tiles": tiles,
         "config": to_dict(config), "checkpoint": out_path,
     }
+
+
+def _teacher(path, model):
+    """The network of ``path`` (masks and scales restored if it is compressed), if it has every synaptic
+    layer of ``model`` under the same name and shape, as distillation and attention transfer need."""
+    from spikec.checkpoint import load_model
+    from spikec.compress.checkpoint import restore_compression_
+    from spikec.compress.layers import synaptic_layers
+
+    teacher, ckpt = load_model(path)
+    if "compression" in ckpt:
+        restore_compression_(teacher, ckpt["compression"])
+    theirs = synaptic_layers(teacher)
+    for name, m in synaptic_layers(model).items():
+        t = theirs.get(name)
+        if t is None:
+            raise UsageError(f"--teacher {path}: it has no layer {name!r} of the network being compressed")
+        if t.weight.shape != m.weight.shape:
+            raise UsageError(f"--teacher {path}: layer {name!r} has weights {tuple(t.weight.shape)}, "
+                             f"the network being compressed {tuple(m.weight.shape)}")
+    return teacher.eval()
 
 
 def _check_layer_density(config, model, args) -> None:

@@ -15,7 +15,8 @@ Each layer is charged for the cheapest of these real, decodable formats of its n
 Values take ``bits`` each. A scale that divides the threshold of the neurons its layer drives
 (``threshold / n``, as quantization's ``grid_thresholds`` picks it) is stored as the whole number
 ``n`` (the threshold belongs to the neurons, stored in either network), all of the layer's at the width
-the largest needs, plus one flag bit per scale when only some are; other scales take 32 bits. A
+the largest needs, plus one flag bit per scale when only some are; other scales take 32 bits. An output
+channel without a non-zero weight stores no scale (its weights are all zero at any scale). A
 layer's biases that sit on the grid quantization rounded them to (``bias_step``, one step per output channel, recorded by
 :func:`~spikec.compress.quantize.freeze_`; a decoder recomputes it from the scales and weight levels)
 are stored as signed integers of that step, all of the layer's at the width its largest needs; other
@@ -119,14 +120,21 @@ def _best_relative(pattern: torch.Tensor, entry_value_bits: int) -> tuple[int, i
     return best
 
 
+def _per_channel(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor | None:
+    """``t`` (one value, or one per channel) as float64 beside ``like``'s channels; None if it does not fit."""
+    v = t.detach().to(torch.float64).flatten()
+    v = v.expand_as(like) if v.numel() == 1 else v
+    return v if v.shape == like.shape else None
+
+
 def bias_bits(bias: torch.Tensor, step: torch.Tensor | None) -> int:
     """Bits per bias: the signed width of the largest ``bias / step`` when every bias is a whole number of
     its channel's ``step`` (within float32 rounding), else 32."""
     if step is None:
         return FLOAT_BITS
     b = bias.detach().to(torch.float64).flatten()
-    st = step.detach().to(torch.float64).flatten().expand_as(b) if step.numel() == 1 else step.detach().to(torch.float64).flatten()
-    if st.shape != b.shape or not bool((st > 0).all()):
+    st = _per_channel(step, b)
+    if st is None or not bool((st > 0).all()):
         return FLOAT_BITS
     n = b / st
     whole = torch.round(n)
@@ -135,13 +143,19 @@ def bias_bits(bias: torch.Tensor, step: torch.Tensor | None) -> int:
     return min(FLOAT_BITS, int(whole.abs().max()).bit_length() + 1) if b.numel() else FLOAT_BITS
 
 
-def scale_bits(scale: torch.Tensor, unit: torch.Tensor | None) -> int:
-    """Bits of a layer's scales: ``threshold / n`` ones as whole numbers ``n`` (see the module docstring)."""
+def scale_bits(scale: torch.Tensor, unit: torch.Tensor | None, live: torch.Tensor | None = None) -> int:
+    """Bits of a layer's scales: ``threshold / n`` ones as whole numbers ``n`` (see the module docstring).
+
+    ``live`` (bool per channel): channels without a non-zero weight need no scale, so only the others count."""
     s = scale.detach().to(torch.float64).flatten()
+    if live is not None and s.numel() > 1 and live.numel() == s.numel():
+        keep = live.flatten().to(torch.bool)
+        s = s[keep]
+        unit = None if unit is None else (unit.flatten()[keep] if unit.numel() > 1 else unit)
     if unit is None or s.numel() == 0:
         return FLOAT_BITS * s.numel()
-    u = unit.detach().to(torch.float64).flatten().expand_as(s) if unit.numel() == 1 else unit.detach().to(torch.float64).flatten()
-    if u.shape != s.shape:
+    u = _per_channel(unit, s)
+    if u is None:
         return FLOAT_BITS * s.numel()
     n = torch.round(u / s)
     whole = (n >= 1) & ((u / n - s).abs() <= 1e-6 * s.abs())
@@ -194,6 +208,7 @@ def model_size(model: nn.Module, bits: dict[str, int] | None = None) -> SizeRepo
         width = bias_bits(bias, m._buffers.get(BIAS_STEP)) if biases else FLOAT_BITS
         stored = -1
         if scale is not None:
-            stored = scale_bits(scale, threshold_unit(neurons.get(name), m.weight.shape[0], scale.numel() > 1))
+            live = (m.weight.detach() != 0).reshape(m.weight.shape[0], -1).any(1)
+            stored = scale_bits(scale, threshold_unit(neurons.get(name), m.weight.shape[0], scale.numel() > 1), live)
         out[name] = layer_size(m.weight, int(b), 0 if scale is None else scale.numel(), biases, width, stored)
     return SizeReport(out)

@@ -171,3 +171,55 @@ def test_an_interrupted_compression_resumes_to_the_same_checkpoint(rate_ckpt, tm
     assert not (tmp_path / "cut.pt.state").exists()
     a, b = load_model(whole)[0].state_dict(), load_model(cut)[0].state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_compressed_checkpoint_is_quantized_again_under_its_mask_taught_by_the_dense_one(
+        rate_ckpt, tmp_path, capsys, monkeypatch):
+    import spikec.compress as compress_pkg
+
+    first = str(tmp_path / "c3.pt")
+    assert main(["compress", rate_ckpt, "--density", "0.3", "--bits", "3", "--epochs", "1", "--quant-epochs", "1",
+                 "--timesteps", "4", "--out", first, "--json"]) == 0
+    r1 = _json(capsys)
+    taught_by = {}
+    real = compress_pkg.compress_
+
+    def spy(model, config, train_data=None, teacher=None, **kw):
+        taught_by["weights"] = [p.detach().clone() for n, p in teacher.named_parameters() if n.endswith("weight")]
+        return real(model, config, train_data, teacher=teacher, **kw)
+
+    monkeypatch.setattr(compress_pkg, "compress_", spy)
+    second = str(tmp_path / "c4.pt")
+    assert main(["compress", first, "--density", "1", "--bits", "4", "--epochs", "1", "--distill", "0.5",
+                 "--teacher", rate_ckpt, "--timesteps", "4", "--out", second, "--json"]) == 0
+    r2 = _json(capsys)
+    dense, _ = load_model(rate_ckpt)
+    assert all(torch.equal(a, b) for a, b in zip(taught_by["weights"],
+                                                  [p for n, p in dense.named_parameters() if n.endswith("weight")]))
+    assert r1["weight_bits"] == 3 and r2["weight_bits"] == 4
+    _, c1 = load_model(first)
+    model2, c2 = load_model(second)
+    layers2 = dict(model2.named_modules())
+    for name, entry in c1["compression"]["layers"].items():
+        assert name in layers2, name
+        w = layers2[name].weight.detach()
+        assert bool((w[~entry["mask"].to(torch.bool)] == 0).all())  # the first run's zeros stay
+        assert torch.equal(c2["compression"]["layers"][name]["mask"], entry["mask"])
+    assert r2["density"] <= r1["mask_density"] + 1e-9  # within the mask (4 bits round fewer weights to zero)
+    # the same mask at one more bit per stored value
+    assert r2["compression_ratio"] < r1["compression_ratio"]
+    assert max(int(m.weight.unique().numel()) for m in layers2.values() if isinstance(m, torch.nn.Linear)) > 8
+
+
+def test_a_teacher_without_the_students_layers_is_refused_in_one_line(rate_ckpt, tmp_path, capsys):
+    from spikec.models import build_model
+
+    other = build_model("mlp", (1, 8, 8), 10, hidden=(12,), batch_norm=False)
+    snn = rate.convert_rate(other, torch.rand(16, 1, 8, 8), timesteps=4)
+    path = str(save_checkpoint(tmp_path / "other.pt", rate.rate_snn_checkpoint(snn, ann_checkpoint(other))))
+    assert main(["compress", rate_ckpt, "--epochs", "0", "--teacher", path]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--teacher" in err[0] and path in err[0] and "layer" in err[0]
+    assert main(["compress", rate_ckpt, "--teacher", str(tmp_path / "missing.pt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--teacher" in err[0] and "missing.pt" in err[0]

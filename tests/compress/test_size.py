@@ -116,6 +116,25 @@ def test_scales_that_divide_the_threshold_are_stored_as_whole_numbers_by_hand():
     assert scale_bits(torch.tensor([1 / 3, 0.3, 1.0]), unit) == 3 + 2 * 2 + 32
     assert scale_bits(torch.tensor([0.5, 0.25]), torch.tensor([1.0, 0.5])) == 2 * 2  # per channel: n = 2, 2
     assert scale_bits(torch.tensor([0.5, 0.25]), None) == 64
+    # a channel without weights stores no scale: the odd 0.3 of an empty channel costs nothing, flags neither
+    live = torch.tensor([True, False, True])
+    assert scale_bits(torch.tensor([1 / 3, 0.3, 1.0]), unit, live) == 2 * 2
+    assert scale_bits(torch.tensor([0.5, 0.3]), None, torch.tensor([True, False])) == 32
+
+
+def test_a_pruned_output_channel_drops_its_scale_from_the_count():
+    import spikec
+    from spikec.compress import QuantConfig, quantize_
+
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Conv2d(2, 4, 3), spikec.IF(threshold=1.0), nn.Flatten(), nn.Linear(16, 3))
+    with torch.no_grad():
+        net[0].weight[2] = 0.0
+    quantize_(net, QuantConfig(bits=4, group="channel"))
+    scale = net[0].weight_scale.double()
+    live = torch.tensor([True, True, False, True])
+    n = torch.round(1.0 / scale[live])
+    assert model_size(net).layers["0"].scale_bits == 3 * int(n.max()).bit_length()
 
 
 def test_a_quantized_spiking_layer_stores_its_scales_as_threshold_divisors():
