@@ -141,7 +141,7 @@ def compressed_ann(path, args, train, hardware):
 
     from spikec.checkpoint import load_checkpoint, load_model, save_checkpoint
     from spikec.compress import compress_
-    from spikec.compress.checkpoint import compressed_checkpoint, compression_record, restore_compression_
+    from spikec.compress.checkpoint import compressed_checkpoint, compression_record, load_restored
 
     settings = {k: getattr(args, k) for k in CACHE_KEYS}
     settings.update({k: True for k in ("skip_first", "skip_last") if getattr(args, k)})  # earlier caches keep their keys
@@ -162,10 +162,9 @@ def compressed_ann(path, args, train, hardware):
     teacher = None
     if args.init:
         teacher = ann  # the dense ANN teaches; the compressed one is trained
-        ann, ckpt = load_model(args.init)
+        ann, ckpt = load_restored(args.init)
         if "compression" not in ckpt:
             raise SystemExit(f"--init {args.init}: not a compressed checkpoint")
-        restore_compression_(ann, ckpt["compression"])
         cfg = dataclasses.replace(cfg, prune=None, finetune=dataclasses.replace(cfg.finetune, epochs=args.quant_epochs))
     start = time.perf_counter()
     state = cache + ".state"  # written after every epoch: an interrupted run continues where it stopped
@@ -310,6 +309,8 @@ def main(argv=None) -> int:
         return 0
     if not args.checkpoints:
         p.error("give ANN checkpoints, or --render")
+    if args.init and not os.path.isfile(args.init):
+        p.error(f"--init: no such file {args.init}")
     if args.init and (len(args.checkpoints) != 1 or ("ttfs" in args.codings.split(",") and args.ttfs_route != "ann")):
         p.error("--init continues one network's compression on the ANN route: give one checkpoint and --ttfs-route ann")
     from spikec.hardware.config import preset

@@ -259,9 +259,9 @@ def run(args) -> dict:
 
 
 def _run(args) -> dict:
-    from spikec.checkpoint import load_model, save_checkpoint
+    from spikec.checkpoint import save_checkpoint
     from spikec.compress import compress_
-    from spikec.compress.checkpoint import compressed_checkpoint, compression_record
+    from spikec.compress.checkpoint import compressed_checkpoint, compression_record, load_restored
     from spikec.compress.config import to_dict
     from spikec.compress.metrics import activity
     from spikec.compress.size import model_size
@@ -272,12 +272,8 @@ def _run(args) -> dict:
     if user_model_args.wants_user_model(args, args.checkpoint):
         model, ckpt = _user_ann(args)
     else:
-        model, ckpt = load_model(args.checkpoint)
+        model, ckpt = load_restored(args.checkpoint)
     _check_layer_density(config, model, args)
-    if "compression" in ckpt:
-        from spikec.compress.checkpoint import restore_compression_
-
-        restore_compression_(model, ckpt["compression"])
     train_data, test_data, name = _load_data(args, ckpt)
     seed = config.finetune.seed
     before = activity(model, test_data, seed=seed)
@@ -353,13 +349,10 @@ def _run(args) -> dict:
 def _teacher(path, model):
     """The network of ``path`` (masks and scales restored if it is compressed), if it has every synaptic
     layer of ``model`` under the same name and shape, as distillation and attention transfer need."""
-    from spikec.checkpoint import load_model
-    from spikec.compress.checkpoint import restore_compression_
+    from spikec.compress.checkpoint import load_restored
     from spikec.compress.layers import synaptic_layers
 
-    teacher, ckpt = load_model(path)
-    if "compression" in ckpt:
-        restore_compression_(teacher, ckpt["compression"])
+    teacher, _ = load_restored(path)
     theirs = synaptic_layers(teacher)
     for name, m in synaptic_layers(model).items():
         t = theirs.get(name)

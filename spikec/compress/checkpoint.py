@@ -84,3 +84,13 @@ def restore_compression_(model: nn.Module, record: dict) -> None:
             m.__dict__[BITS] = int(entry["bits"])
         if "bias_step" in entry:
             m.register_buffer(BIAS_STEP, entry["bias_step"].clone(), persistent=False)
+
+
+def load_restored(path) -> tuple[nn.Module, dict]:
+    """``spikec.checkpoint.load_model`` with the masks, scales and bit widths of a compressed checkpoint re-attached."""
+    from spikec.checkpoint import load_model
+
+    model, ckpt = load_model(path)
+    if "compression" in ckpt:
+        restore_compression_(model, ckpt["compression"])
+    return model, ckpt
