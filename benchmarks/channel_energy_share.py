@@ -35,6 +35,7 @@ from spikec.compress.layers import synaptic_layers
 from spikec.compress.masks import remove_mask_
 from spikec.compress.metrics import activity
 from spikec.conversion.ttfs import convert_ttfs
+from spikec.errors import UsageError
 from spikec.hardware.config import preset
 from spikec.hardware.evaluate import PEModel
 from spikec.hardware.timing import RunOptions
@@ -72,6 +73,9 @@ def main() -> None:
     p.add_argument("--max-row-copies", type=int, default=32)
     p.add_argument("--compressed", default=None, help="apply the plans to this compressed checkpoint of the same network")
     p.add_argument("--pack-rows", action="store_true", help="map with row_packing (spikec energy --pack-rows)")
+    p.add_argument("--chips", default="own,1",
+                   help="chips each plan is mapped on: own (the tiles it needs) or a fraction of the dense network's "
+                        "tiles (its spare tiles hold conv copies); 0.5 is a chip with half the tiles freed")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None)
     args = p.parse_args()
@@ -100,9 +104,14 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     print(f"| none{' (dense)' if args.compressed else ''} | own | {dense['tiles']} | {dense['snn_accuracy']:.1%} | - | - | - "
           f"| {dense['latency_us']:.0f} |")
+    chips = [None if c == "own" else float(c) for c in args.chips.split(",")]
     for text in args.plans:
-        for budget in (None, dense["tiles"]):
-            m = measure(parse_plan(text), budget, args.compressed)
+        for budget in (None if c is None else int(c * dense["tiles"]) for c in chips):
+            try:
+                m = measure(parse_plan(text), budget, args.compressed)
+            except UsageError as e:  # the plan needs more tiles than this chip has
+                print(f"| {text} | {budget} tiles | does not fit: {e} | | | | | |", flush=True)
+                continue
             row = {"plan": text, "chip": "own" if budget is None else f"{budget} tiles", **m,
                    "sops_removed": 1 - m["sops"] / dense["sops"], "energy_removed": 1 - m["energy_nj"] / dense["energy_nj"]}
             floor = sum(m["components_nj"][k] for k in ("neuron", "buffer", "static"))

@@ -7,7 +7,7 @@ left off the chip with the rows that read them; ``--keep-silent`` adds a row per
 kept on, so the saving is measured on the same spike times. ``--same-chip`` adds a row per later
 network mapped on a chip of the first (dense) network's tiles, its spare tiles holding copies of its
 conv layers (``tile_budget``, :mod:`spikec.hardware.copies`): the latency and static energy a
-compression buys at the same area. ``--pack-rows`` adds a row per network with ``row_packing`` (each
+compression buys at the same area; ``--chips 0.5`` does the same on a chip of half those tiles. ``--pack-rows`` adds a row per network with ``row_packing`` (each
 column tile keeps only its rows with a nonzero weight there). ``--json`` writes every row with its energy per component.
 
 For each ``max_row_copies`` cap: crossbar tiles the PE's own mapping occupies (and the layer that
@@ -29,6 +29,7 @@ import torch
 
 from spikec.checkpoint import load_model
 from spikec.conversion.ttfs import convert_ttfs
+from spikec.errors import UsageError
 from spikec.hardware.config import preset
 from spikec.hardware.evaluate import PEModel
 from spikec.hardware.timing import RunOptions
@@ -47,6 +48,10 @@ def main() -> None:
     p.add_argument("--keep-silent", action="store_true", help="also map each network with its silent neurons on the chip")
     p.add_argument("--same-chip", action="store_true",
                    help="also map each later network on a chip of the first network's tiles (spare tiles as conv copies)")
+    p.add_argument("--chips", default="",
+                   help="also map each later network on chips of these fractions of the first network's tiles, e.g. "
+                        "0.5 (half the tiles freed, the spare ones of the later network holding conv copies); "
+                        "--same-chip is 1")
     p.add_argument("--pack-rows", action="store_true",
                    help="add a row per network mapped with row_packing (each column tile keeps only its rows with a "
                         "nonzero weight there, packed)")
@@ -56,6 +61,7 @@ def main() -> None:
     hw = preset("twin-column")
     x, y, xc = draws(args.dataset, args.samples)
     caps = [None if c == "none" else int(c) for c in args.caps.split(",")]
+    fractions = sorted({float(f) for f in args.chips.split(",") if f} | ({1.0} if args.same_chip else set()))
     from spikec.compress.metrics import activity
 
     print("| network | max_row_copies | silent neurons | chip (tiles) | neurons on chip | tiles | largest layer (tiles) | SNN "
@@ -71,15 +77,17 @@ def main() -> None:
         for cap in caps:
             cfg = dataclasses.replace(hw, max_row_copies=cap)
             variants = [(False, None, False)] + ([(True, None, False)] if args.keep_silent else [])
-            if args.same_chip and cap in first_tiles:
-                variants.append((False, first_tiles[cap], False))
+            budgets = [int(f * first_tiles[cap]) for f in fractions] if cap in first_tiles else []
+            variants += [(False, b, False) for b in budgets]
             if args.pack_rows:
-                variants.append((False, None, True))
-                if args.same_chip and cap in first_tiles:
-                    variants.append((False, first_tiles[cap], True))
+                variants += [(False, None, True)] + [(False, b, True) for b in budgets]
             for keep, budget, packed in variants:
                 t0 = time.perf_counter()
-                pe = PEModel.from_snn(snn, dataclasses.replace(cfg, tile_budget=budget, row_packing=packed), keep_silent=keep)
+                try:
+                    pe = PEModel.from_snn(snn, dataclasses.replace(cfg, tile_budget=budget, row_packing=packed), keep_silent=keep)
+                except UsageError as e:  # more tiles than this chip has
+                    print(f"| {path} | {cap or 'none'} | | {budget} | does not fit: {e} |", flush=True)
+                    continue
                 layers = {xb.layer.name: xb.tiling.tiles for xb in pe.crossbars}  # tile_count's own PE count
                 tiles = sum(layers.values())
                 big = max(layers.items(), key=lambda kv: kv[1])

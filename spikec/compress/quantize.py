@@ -208,6 +208,10 @@ class WeightQuantizer:
         s = torch.where(s > 0, s, torch.ones_like(s))
         unit = None if self.unit is None or not self.config.grid_thresholds else self.unit.to(s)
         if mode == "int":
+            # a group whose weights weight decay left denormal (a channel that stopped firing) has
+            # candidate scales that underflow to 0, and 0 / 0 made every weight NaN after one step of
+            # a CIFAR VGG-16's QAT: such a group takes scale 1, under which its weights round to zero
+            s = torch.where(s * SEARCH_FLOOR >= torch.finfo(s.dtype).tiny, s, torch.ones_like(s))
             s, self.on_grid, found = _search_scale(w, s, None if unit is None else unit.expand_as(s),
                                                    2 ** (int(self.config.bits) - 1) - 1, self._look_for_exact)
             self._look_for_exact = found

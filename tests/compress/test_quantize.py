@@ -168,3 +168,25 @@ def test_batched_scale_search_equals_one_candidate_at_a_time(monkeypatch):
     chunked = quantize._search_scale(w, scales[0], torch.full((6,), 0.9), 7)
     assert torch.equal(whole[0], chunked[0]) and whole[1:] == chunked[1:]
     assert whole[2]  # row 1 was found on its grid
+
+
+def test_denormal_channels_of_an_ann_layer_round_to_zero_and_train_without_nan():
+    # weight decay leaves the weights of a channel that stopped firing at ~1e-43 (denormal): without a
+    # threshold grid the candidate scales max / 31 * 0.25 underflow to 0, and after one QAT step of a
+    # channel-pruned CIFAR VGG-16 every weight of the network was NaN
+    from spikec.compress import prepare_qat_
+    from spikec.compress.masks import refresh
+
+    lin = nn.Linear(4, 3, bias=True)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[0.5, -0.25, 0.0, 0.125], [7e-44, -2e-44, 0.0, 5e-44], [0.0, 0.0, 0.0, 0.0]]))
+        lin.bias.copy_(torch.tensor([0.1, 0.0, -0.2]))
+    net = nn.Sequential(lin, nn.ReLU())
+    prepare_qat_(net, QuantConfig(bits=6, group="channel"))
+    refresh(lin)
+    out = net(torch.ones(2, 4))
+    out.sum().backward()
+    w = lin.weight.detach()
+    assert torch.isfinite(w).all() and torch.equal(w[1], torch.zeros(4)) and torch.equal(w[2], torch.zeros(4))
+    assert torch.allclose(w[0], torch.tensor([0.5, -0.25, 0.0, 0.125]), atol=0.5 / 62)
+    assert torch.isfinite(lin.weight_fp.grad).all()
