@@ -209,14 +209,16 @@ class DynamicRewiring:
             shares = groups.largest_remainder(freed, torch.tensor(importance), caps)
         regrown = {}
         for n, share in zip(names, shares.tolist()):
-            kept = active[n].clone()
+            before, dropped = self._active(n), active[n].clone()
             mom = self._momentum(n).masked_fill(active[n], -1.0)
             order = torch.argsort(mom, descending=True, stable=True)[: int((~active[n]).sum())]
             r = groups.prefix_within(self.sizes[n][order], int(share))
             if r > 0:
                 active[n][order[:r]] = True
-            regrown[n] = self._weights(n, active[n] & ~kept)
-            self._set(n, active[n], kept)
+            # a group dropped and chosen again in the same rewiring is kept as it was: zeroing it would
+            # only throw its weights away (every group of a layer at density 1 went so each time)
+            regrown[n] = self._weights(n, active[n] & ~dropped)
+            self._set(n, active[n], before)
         return pruned, regrown
 
     def _set(self, name: str, active_groups: torch.Tensor, kept_groups: torch.Tensor | None = None) -> None:
@@ -227,8 +229,17 @@ class DynamicRewiring:
         g = self.groupings[name]
         mask = g.expand(active_groups)
         kept = get_mask(m) if kept_groups is None else g.expand(kept_groups)
+        regrown = mask & ~kept
         with torch.no_grad():
-            w[mask & ~kept] = 0.0  # regrown connections start from zero
+            if self.granularity == "channel" and bool(regrown.any()):
+                # a whole channel at zero weights outputs a constant (0, or its norm's shift of 0), and
+                # behind a ReLU at 0 it never gets a gradient: it restarts from random weights of the
+                # spread its layer's kept weights have (DNR's zero start is for single connections)
+                live = w[kept & mask]
+                spread = float(live.std()) if live.numel() > 1 else 0.0
+                w[regrown] = torch.randn(int(regrown.sum()), dtype=w.dtype, device=w.device) * spread
+            else:
+                w[regrown] = 0.0  # regrown connections start from zero
         if self.granularity == "channel":
             set_channel_mask_(m, mask, self.norms.get(name))
         else:

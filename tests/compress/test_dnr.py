@@ -41,7 +41,10 @@ def test_regrowth_follows_the_layers_mean_momentum():
     # layer a: the dropped 50..59 have momentum 3, the largest of its zeros: they come back first (10),
     # then the 5 zeros of largest momentum (45..49)
     assert ma[45:].all() and not ma[:45].any()
-    assert layers["a"].weight.detach().flatten()[50:60].eq(0).all()  # regrown connections start at zero
+    wa = layers["a"].weight.detach().flatten()
+    assert wa[45:50].eq(0).all()  # newly regrown connections start at zero
+    # dropped and chosen again in the same rewiring: kept as they were, not zeroed
+    assert torch.equal(wa[50:60], torch.arange(51, 61, dtype=torch.float32))
     # layer b: its dropped weights have momentum 1 > any of its other zeros: 5 of them return
     assert int(mb[50:60].sum()) == 5 and mb[60:].all() and not mb[:50].any()
 
@@ -133,3 +136,52 @@ def test_a_density_plan_names_only_pruned_layers():
         PruneConfig(layer_density={"a": 1.5})
     with pytest.raises(ValueError, match="twice"):
         PruneConfig(layer_density=(("a", 0.5), ("a", 0.4)))
+
+
+def test_a_layer_at_density_one_in_a_plan_loses_no_channel_to_rewiring():
+    """A CIFAR VGG-16 with a channel plan (first two convs at 0.5, the middle ones at 1) ended its fine-tuning
+    with 3-15 channels of each density-1 layer at zero weights: every rewiring dropped that layer's weakest
+    channels, chose them again (nothing else was free) and zeroed them. Now they keep their weights."""
+    from spikec.compress.dnr import SparseTraining
+
+    from spikec.compress import prune_
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 6, 3), nn.ReLU(), nn.Conv2d(6, 4, 3), nn.ReLU(), nn.Conv2d(4, 3, 1))
+    convs = {"a": model[0], "b": model[2]}  # the readout (4) is left dense
+    before = {n: m.weight.detach().clone() for n, m in convs.items()}
+    prune = PruneConfig(density=0.5, granularity="channel", layer_density={"0": 1.0}, ramp=0.5)
+    prune_(model, prune)
+    prune = PruneConfig(density=0.5, granularity="channel", layer_density={"a": 1.0}, ramp=0.5)
+    sparse = SparseTraining(convs, prune, DNRConfig(prune_rate=0.5))
+    for m in convs.values():
+        m.weight.grad = torch.randn_like(m.weight)
+    sparse.rewiring.accumulate()
+    step = sparse.update(0.5)
+    assert step.pruned["a"] > 0  # it did drop (and choose again) channels of a
+    assert torch.equal(convs["a"].weight.detach(), before["a"])
+
+
+def test_a_regrown_channel_restarts_from_random_weights_not_zero():
+    """A channel at zero weights outputs a constant and, behind a ReLU at 0, gets no gradient: regrown
+    channels start from random weights with the spread of the layer's kept ones."""
+    from spikec.compress.masks import set_channel_mask_
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 4, 3)
+    keep = torch.tensor([True, True, False, False])
+    set_channel_mask_(conv, keep.view(4, 1, 1, 1).expand_as(conv.weight).clone())
+    conv.weight.grad = None
+    dnr = DynamicRewiring({"c": conv}, DNRConfig(), "channel")
+    dnr.momenta["c"] = torch.zeros_like(conv.weight)
+    dnr.momenta["c"][2] = 5.0  # channel 2 has the largest momentum among the pruned ones
+    with torch.no_grad():
+        conv.weight[1] *= 1e-3  # channel 1 is the weakest kept one: it is dropped
+    kept0 = conv.weight.detach()[0].clone()
+    pruned, regrown = dnr.rewire(0.5)
+    w = conv.weight.detach()
+    assert pruned == {"c": 18} and regrown == {"c": 18}
+    assert get_mask(conv).reshape(4, -1).any(1).tolist() == [True, False, True, False]
+    assert torch.equal(w[0], kept0) and bool((w[1] == 0).all())
+    spread = float(kept0.std())
+    assert bool((w[2] != 0).all()) and 0.3 * spread < float(w[2].std()) < 3 * spread
