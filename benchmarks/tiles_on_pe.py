@@ -7,8 +7,9 @@ left off the chip with the rows that read them; ``--keep-silent`` adds a row per
 kept on, so the saving is measured on the same spike times. ``--same-chip`` adds a row per later
 network mapped on a chip of the first (dense) network's tiles, its spare tiles holding copies of its
 conv layers (``tile_budget``, :mod:`spikec.hardware.copies`): the latency and static energy a
-compression buys at the same area; ``--chips 0.5`` does the same on a chip of half those tiles. ``--pack-rows`` adds a row per network with ``row_packing`` (each
-column tile keeps only its rows with a nonzero weight there). ``--json`` writes every row with its energy per component.
+compression buys at the same area; ``--chips 0.5`` does the same on a chip of half those tiles.
+``--pack-rows`` adds a row per network with ``row_packing`` (each column tile keeps only its rows with
+a nonzero weight there). ``--json`` writes every row with its energy per component.
 
 For each ``max_row_copies`` cap: crossbar tiles the PE's own mapping occupies (and the layer that
 holds most of them), the SNN's accuracy and synaptic operations, and the nominal chip's accuracy,
