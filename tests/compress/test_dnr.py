@@ -41,10 +41,7 @@ def test_regrowth_follows_the_layers_mean_momentum():
     # layer a: the dropped 50..59 have momentum 3, the largest of its zeros: they come back first (10),
     # then the 5 zeros of largest momentum (45..49)
     assert ma[45:].all() and not ma[:45].any()
-    wa = layers["a"].weight.detach().flatten()
-    assert wa[45:50].eq(0).all()  # newly regrown connections start at zero
-    # dropped and chosen again in the same rewiring: kept as they were, not zeroed
-    assert torch.equal(wa[50:60], torch.arange(51, 61, dtype=torch.float32))
+    assert layers["a"].weight.detach().flatten()[45:60].eq(0).all()  # regrown connections start at zero
     # layer b: its dropped weights have momentum 1 > any of its other zeros: 5 of them return
     assert int(mb[50:60].sum()) == 5 and mb[60:].all() and not mb[:50].any()
 
@@ -141,7 +138,8 @@ def test_a_density_plan_names_only_pruned_layers():
 def test_a_layer_at_density_one_in_a_plan_loses_no_channel_to_rewiring():
     """A CIFAR VGG-16 with a channel plan (first two convs at 0.5, the middle ones at 1) ended its fine-tuning
     with 3-15 channels of each density-1 layer at zero weights: every rewiring dropped that layer's weakest
-    channels, chose them again (nothing else was free) and zeroed them. Now they keep their weights."""
+    channels, chose them again (nothing else was free) and zeroed them. Now a re-chosen channel keeps its
+    weights (single weights and rows still restart from zero, as the first test here shows)."""
     from spikec.compress import prune_
     from spikec.compress.dnr import SparseTraining
 
