@@ -209,7 +209,7 @@ class DynamicRewiring:
             shares = groups.largest_remainder(freed, torch.tensor(importance), caps)
         regrown = {}
         for n, share in zip(names, shares.tolist()):
-            before, dropped = self._active(n), active[n].clone()
+            before, survivors = self._active(n), active[n].clone()
             mom = self._momentum(n).masked_fill(active[n], -1.0)
             order = torch.argsort(mom, descending=True, stable=True)[: int((~active[n]).sum())]
             r = groups.prefix_within(self.sizes[n][order], int(share))
@@ -219,8 +219,8 @@ class DynamicRewiring:
             # never learns again (every channel of a layer at density 1 in a plan went so). Single weights
             # and rows restart from zero, as in DNR: keeping them too cost the digits TTFS LeNet of
             # `spikec run` 1.6 points (97.5% against 99.1%, mean of seeds 0-2, 2026-12-08)
-            regrown[n] = self._weights(n, active[n] & ~dropped)
-            self._set(n, active[n], before if gran == "channel" else dropped)
+            regrown[n] = self._weights(n, active[n] & ~survivors)
+            self._set(n, active[n], before if gran == "channel" else survivors)
         return pruned, regrown
 
     def _set(self, name: str, active_groups: torch.Tensor, kept_groups: torch.Tensor | None = None) -> None:
